@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/enroot-cri/enroot-cri/errdefs"
+)
+
+// DefaultPath is where `enroot-cri serve` looks when --config is not given.
+const DefaultPath = "/etc/enroot-cri/config.toml"
+
+// Config is the whole configuration file.
+type Config struct {
+	Socket         string `toml:"socket"`
+	Root           string `toml:"root"`
+	State          string `toml:"state"`
+	LogLevel       string `toml:"log_level"`
+	LogFormat      string `toml:"log_format"`
+	DefaultRuntime string `toml:"default_runtime"`
+
+	Images     Images                  `toml:"images"`
+	Registries map[string]RegistryHost `toml:"registries"`
+	Enroot     Enroot                  `toml:"enroot"`
+	CNI        CNI                     `toml:"cni"`
+	Cgroups    Cgroups                 `toml:"cgroups"`
+	Streaming  Streaming               `toml:"streaming"`
+	Metrics    Metrics                 `toml:"metrics"`
+	Runtimes   map[string]Runtime      `toml:"runtimes"`
+}
+
+// Images configures the image store.
+type Images struct {
+	// SquashOptions are mksquashfs options; empty means ENROOT_SQUASH_OPTIONS from the
+	// Enroot configuration, else Enroot's default.
+	SquashOptions          string `toml:"squash_options"`
+	MaxConcurrentDownloads int    `toml:"max_concurrent_downloads"`
+}
+
+// RegistryHost configures one registry host ("*" matches any host).
+type RegistryHost struct {
+	Mirrors  []string `toml:"mirrors"`
+	Insecure bool     `toml:"insecure"`
+}
+
+// Enroot points at the node's Enroot configuration.
+type Enroot struct {
+	ConfigDir string `toml:"config_dir"`
+}
+
+// CNI configures pod networking.
+type CNI struct {
+	ConfDir string   `toml:"conf_dir"`
+	BinDirs []string `toml:"bin_dirs"`
+}
+
+// Cgroups configures confinement.
+type Cgroups struct {
+	Driver          string `toml:"driver"`
+	SlurmCgroupConf string `toml:"slurm_cgroup_conf"`
+}
+
+// Streaming configures the exec/attach/port-forward server.
+type Streaming struct {
+	Address string `toml:"address"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Address string `toml:"address"`
+}
+
+// Runtime is one RuntimeClass handler. It has no keys yet; the table's presence
+// declares the handler.
+type Runtime struct{}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Socket:         "/run/enroot-cri/enroot-cri.sock",
+		Root:           "/var/lib/enroot-cri",
+		State:          "/run/enroot-cri",
+		LogLevel:       "info",
+		LogFormat:      "text",
+		DefaultRuntime: "enroot",
+		Images:         Images{MaxConcurrentDownloads: 10},
+		Registries:     map[string]RegistryHost{},
+		Enroot:         Enroot{ConfigDir: "/etc/enroot"},
+		CNI:            CNI{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}},
+		Cgroups:        Cgroups{Driver: "cgroupfs", SlurmCgroupConf: "/etc/slurm/cgroup.conf"},
+		Streaming:      Streaming{Address: "127.0.0.1:0"},
+		Metrics:        Metrics{Address: ""},
+		Runtimes:       map[string]Runtime{"enroot": {}},
+	}
+}
+
+// Load reads the file at path over the defaults. When explicit is false (the path is
+// the default one) a missing file means the built-in defaults.
+func Load(path string, explicit bool) (Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return Default(), nil
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("read configuration: %w", err)
+	}
+	return Parse(string(data), path)
+}
+
+// Parse decodes TOML text over the defaults and validates it; file names the source
+// in error messages.
+func Parse(text, file string) (Config, error) {
+	cfg := Default()
+	meta, err := toml.Decode(text, &cfg)
+	if err != nil {
+		return Config{}, errdefs.WithKind(fmt.Errorf("%s: %w", file, err), errdefs.ErrInvalidArgument)
+	}
+	if undecoded := meta.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return Config{}, fmt.Errorf("%s: unknown configuration key %q (see `enroot-cri config` for the valid keys): %w",
+			file, keys[0], errdefs.ErrInvalidArgument)
+	}
+	if cfg.Registries == nil {
+		cfg.Registries = map[string]RegistryHost{}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks every value; the error names the key and what is allowed.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s: %w", key, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument))
+	}
+	for key, p := range map[string]string{
+		"socket": c.Socket, "root": c.Root, "state": c.State,
+		"enroot.config_dir": c.Enroot.ConfigDir, "cni.conf_dir": c.CNI.ConfDir,
+		"cgroups.slurm_cgroup_conf": c.Cgroups.SlurmCgroupConf,
+	} {
+		if !filepath.IsAbs(p) {
+			bad(key, "%q must be an absolute path", p)
+		}
+	}
+	for i, d := range c.CNI.BinDirs {
+		if !filepath.IsAbs(d) {
+			bad(fmt.Sprintf("cni.bin_dirs[%d]", i), "%q must be an absolute path", d)
+		}
+	}
+	oneOf(bad, "log_level", c.LogLevel, "debug", "info", "warn", "error")
+	oneOf(bad, "log_format", c.LogFormat, "text", "json")
+	oneOf(bad, "cgroups.driver", c.Cgroups.Driver, "cgroupfs", "systemd")
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		bad("default_runtime", "%q names no [runtimes.<handler>] table; configured handlers: %s",
+			c.DefaultRuntime, strings.Join(c.RuntimeHandlers(), ", "))
+	}
+	if n := c.Images.MaxConcurrentDownloads; n < 1 || n > 1000 {
+		bad("images.max_concurrent_downloads", "%d is out of range; allowed: 1 to 1000", n)
+	}
+	for host, r := range c.Registries {
+		for i, m := range r.Mirrors {
+			if err := checkMirror(m); err != nil {
+				bad(fmt.Sprintf("registries.%q.mirrors[%d]", host, i), "%v", err)
+			}
+		}
+	}
+	if err := checkAddress(c.Streaming.Address, false, true); err != nil {
+		bad("streaming.address", "%v", err)
+	}
+	if err := checkAddress(c.Metrics.Address, true, false); err != nil {
+		bad("metrics.address", "%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// RuntimeHandlers lists the configured handler names, sorted.
+func (c Config) RuntimeHandlers() []string {
+	names := make([]string, 0, len(c.Runtimes))
+	for name := range c.Runtimes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func oneOf(bad func(string, string, ...any), key, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	bad(key, "%q is not allowed; allowed: %s", value, strings.Join(allowed, " | "))
+}
+
+func checkMirror(m string) error {
+	u, err := url.Parse(m)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", m, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q must be http://HOST[:PORT] or https://HOST[:PORT]", m)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("%q must have no path, query or credentials", m)
+	}
+	return nil
+}
+
+func checkAddress(addr string, emptyOK, loopbackOnly bool) error {
+	if addr == "" && emptyOK {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q must be HOST:PORT: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); loopbackOnly && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q must be on loopback (127.0.0.0/8, ::1 or localhost)", addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q has a bad port: %w", addr, err)
+	}
+	return nil
+}

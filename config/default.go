@@ -1,0 +1,56 @@
+package config
+
+// DefaultTOML is the documented default configuration. `enroot-cri config` prints it
+// and `enroot-cri serve --config` accepts it unchanged.
+const DefaultTOML = `# enroot-cri configuration (TOML). Every key is shown with its default value.
+# An unknown key is an error that names the key and this file.
+
+# CRI socket the kubelet and crictl connect to (mode 0660, owner root).
+socket = "/run/enroot-cri/enroot-cri.sock"
+# Persistent state: the squashfs image store, pod and container records.
+root = "/var/lib/enroot-cri"
+# Volatile state: sockets, pinned namespaces, mounts, exit files.
+state = "/run/enroot-cri"
+# debug | info | warn | error
+log_level = "info"
+# text | json
+log_format = "text"
+# RuntimeClass handler used when a pod names none; must have a [runtimes.<handler>] table.
+default_runtime = "enroot"
+
+[images]
+# mksquashfs options for new images. Empty: ENROOT_SQUASH_OPTIONS from the Enroot
+# configuration ([enroot] config_dir), else Enroot's default "-comp lzo -noD -exit-on-error".
+squash_options = ""
+# Layers downloaded at the same time, across all pulls (1 to 1000).
+max_concurrent_downloads = 10
+
+# One table per registry host; "*" matches any host. Example:
+# [registries."registry.k8s.io"]
+# mirrors = ["http://127.0.0.1:5000"]   # tried in order before the host itself
+# insecure = false                      # allow plain HTTP and unverified TLS to this host and its mirrors
+
+[enroot]
+# Enroot configuration directory: enroot.conf, enroot.conf.d, environ.d, mounts.d, hooks.d.
+config_dir = "/etc/enroot"
+
+[cni]
+conf_dir = "/etc/cni/net.d"
+bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+
+[cgroups]
+# cgroupfs | systemd (the kubelet's cgroupDriver)
+driver = "cgroupfs"
+slurm_cgroup_conf = "/etc/slurm/cgroup.conf"
+
+[streaming]
+# exec/attach/port-forward server; must be on loopback. Port 0 picks a free port.
+address = "127.0.0.1:0"
+
+[metrics]
+# Prometheus metrics address, e.g. "127.0.0.1:9464"; empty disables.
+address = ""
+
+# One table per RuntimeClass handler.
+[runtimes.enroot]
+`

@@ -1,0 +1,197 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/enroot-cri/enroot-cri/errdefs"
+)
+
+// build downloads the image's layers (concurrently, through the blob cache), applies
+// them in order to a staging tree as each arrives, adds Enroot's generated files and
+// writes the squashfs. The image appears in the store only when all of it succeeded;
+// a failure leaves no trace but cached blobs of layers that verified.
+func (s *Store) build(ctx context.Context, src *source, id string, opts PullOptions) (err error) {
+	cfgFile, err := src.image.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("read image config of %s: %w", displayName(src.ref), classify(err))
+	}
+	layers, err := src.image.Layers()
+	if err != nil {
+		return fmt.Errorf("read manifest of %s: %w", displayName(src.ref), classify(err))
+	}
+	digests := make([]string, len(layers))
+	for i, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			return fmt.Errorf("layer %d of %s: %w", i, displayName(src.ref), err)
+		}
+		digests[i] = d.String()
+	}
+	defer s.holdBlobs(digests)()
+
+	staging, err := os.MkdirTemp(s.tmp, "pull-")
+	if err != nil {
+		return fmt.Errorf("create staging directory: %w", err)
+	}
+	defer os.RemoveAll(staging)
+	rootfs := filepath.Join(staging, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return fmt.Errorf("create staging directory: %w", err)
+	}
+
+	var prog progress
+	defer prog.report(ctx, displayName(src.ref), len(layers), opts)()
+	if err := s.fetchAndApply(ctx, rootfs, layers, digests, &prog); err != nil {
+		return fmt.Errorf("pull %s: %w", displayName(src.ref), err)
+	}
+	t, err := openTree(rootfs)
+	if err != nil {
+		return err
+	}
+	err = t.writeEnrootFiles(enrootFiles(displayName(src.ref), cfgFile.Config), cfgFile.Config.WorkingDir)
+	t.Close()
+	if err != nil {
+		return err
+	}
+	sqsh := filepath.Join(staging, "image.sqsh")
+	if err := squash(ctx, rootfs, sqsh, s.opts.SquashOptions); err != nil {
+		return err
+	}
+	return s.commit(id, sqsh, cfgFile.Config, digests)
+}
+
+// holdBlobs keeps blob pruning off the digests until the returned func runs.
+func (s *Store) holdBlobs(digests []string) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range digests {
+		s.pulling[d]++
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, d := range digests {
+			if s.pulling[d]--; s.pulling[d] <= 0 {
+				delete(s.pulling, d)
+			}
+		}
+	}
+}
+
+// fetchAndApply downloads every layer concurrently and applies each, in order, as soon
+// as it and the ones below it are in the cache.
+func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.Layer, digests []string, prog *progress) error {
+	g, gctx := errgroup.WithContext(ctx)
+	ready := make([]chan struct{}, len(layers))
+	for i := range layers {
+		ready[i] = make(chan struct{})
+		g.Go(func() error {
+			err := s.blobs.fetch(gctx, digests[i], layers[i].Compressed, func(n int64) { prog.bytes.Add(n) })
+			if err != nil {
+				return classify(err)
+			}
+			close(ready[i])
+			return nil
+		})
+	}
+	g.Go(func() error {
+		t, err := openTree(rootfs)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		for i := range layers {
+			select {
+			case <-ready[i]:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			if err := s.applyBlob(t, digests[i]); err != nil {
+				return errdefs.WithKind(fmt.Errorf("layer %d (%s): %w", i+1, digests[i], err), errdefs.ErrInvalidArgument)
+			}
+			prog.layers.Add(1)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *Store) applyBlob(t *tree, digest string) error {
+	f, err := os.Open(s.blobs.path(digest))
+	if err != nil {
+		return fmt.Errorf("open cached blob: %w", err)
+	}
+	defer f.Close()
+	r, err := decompress(f)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := t.applyLayer(r); err != nil {
+		return err
+	}
+	// Drain trailing padding so that gzip verifies its checksum.
+	_, err = io.Copy(io.Discard, r)
+	return err
+}
+
+// squashArgs is the mksquashfs command line that writes dir to out. Ownership is kept
+// (unlike `enroot import`, which runs unprivileged and uses -all-root) because pods run
+// as the users their image's files belong to.
+func squashArgs(dir, out, options string) []string {
+	args := []string{dir, out, "-noappend", "-no-progress"}
+	return append(args, strings.Fields(options)...)
+}
+
+func squash(ctx context.Context, dir, out, options string) error {
+	cmd := exec.CommandContext(ctx, "mksquashfs", squashArgs(dir, out, options)...)
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(output.String())
+		if len(msg) > 2000 {
+			msg = msg[len(msg)-2000:]
+		}
+		return fmt.Errorf("mksquashfs (options %q): %w: %s", options, err, msg)
+	}
+	return nil
+}
+
+// commit moves the squashfs into the store and writes its record, the commit point.
+func (s *Store) commit(id, sqsh string, cfg v1.Config, layers []string) error {
+	hex := strings.TrimPrefix(id, "sha256:")
+	final := filepath.Join(s.images, hex+".sqsh")
+	st, err := os.Stat(sqsh)
+	if err != nil {
+		return fmt.Errorf("stat squashfs: %w", err)
+	}
+	if err := os.Rename(sqsh, final); err != nil {
+		return fmt.Errorf("store squashfs: %w", err)
+	}
+	img := &Image{
+		Version: metadataVersion, ID: id, RepoTags: []string{}, RepoDigests: []string{},
+		Size: st.Size(), User: cfg.User, Env: cfg.Env, Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd,
+		WorkingDir: cfg.WorkingDir, Volumes: slices.Sorted(maps.Keys(cfg.Volumes)), Labels: cfg.Labels,
+		StopSignal: cfg.StopSignal, Layers: layers, Created: time.Now().UTC(), Squashfs: final,
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.saveLocked(img); err != nil {
+		os.Remove(final)
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+package testregistry
+
+import "runtime"
+
+const goarch = runtime.GOARCH

@@ -1,0 +1,189 @@
+package testregistry
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Entry is one tar entry of a test layer.
+type Entry struct {
+	Name     string
+	Body     string
+	Type     byte // tar.TypeReg when zero
+	Mode     int64
+	Linkname string
+	UID, GID int
+}
+
+// Compression of a test layer.
+type Compression string
+
+const (
+	Gzip         Compression = "gzip"
+	Zstd         Compression = "zstd"
+	Uncompressed Compression = "none"
+)
+
+// Tar writes entries as an uncompressed tar stream.
+func Tar(entries []Entry) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Linkname: e.Linkname,
+			Uid: e.UID, Gid: e.GID, ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+		if hdr.Typeflag == 0 {
+			hdr.Typeflag = tar.TypeReg
+		}
+		if hdr.Mode == 0 {
+			hdr.Mode = 0o644
+			if hdr.Typeflag == tar.TypeDir {
+				hdr.Mode = 0o755
+			}
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			hdr.Size = int64(len(e.Body))
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("tar %s: %w", e.Name, err)
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.Body)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return buf.Bytes(), tw.Close()
+}
+
+// Layer builds a layer of entries with the given compression and media type family
+// (oci true: OCI media types; false: Docker schema 2).
+func Layer(entries []Entry, c Compression, oci bool) (v1.Layer, error) {
+	raw, err := Tar(entries)
+	if err != nil {
+		return nil, err
+	}
+	return LayerFromTar(raw, c, oci)
+}
+
+// LayerFromTar compresses a tar stream into a layer.
+func LayerFromTar(raw []byte, c Compression, oci bool) (v1.Layer, error) {
+	var buf bytes.Buffer
+	mt := types.DockerLayer
+	switch c {
+	case Gzip, "":
+		zw := gzip.NewWriter(&buf)
+		zw.Write(raw)
+		zw.Close()
+		if oci {
+			mt = types.OCILayer
+		}
+	case Zstd:
+		zw, err := zstd.NewWriter(&buf)
+		if err != nil {
+			return nil, err
+		}
+		zw.Write(raw)
+		zw.Close()
+		mt = types.OCILayerZStd
+	case Uncompressed:
+		buf.Write(raw)
+		mt = types.OCIUncompressedLayer
+		if !oci {
+			mt = types.DockerUncompressedLayer
+		}
+	}
+	return static.NewLayer(buf.Bytes(), mt), nil
+}
+
+// Image builds an image of layers with cfg, for linux on this machine's architecture.
+func Image(cfg v1.Config, oci bool, layers ...v1.Layer) (v1.Image, error) {
+	base := empty.Image
+	if oci {
+		base = mutate.MediaType(base, types.OCIManifestSchema1)
+		base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	}
+	img, err := mutate.AppendLayers(base, layers...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config = cfg
+	cf.OS, cf.Architecture = "linux", goarch
+	return mutate.ConfigFile(img, cf)
+}
+
+var libPath = regexp.MustCompile(`(/\S+\.so[.\d]*)`)
+
+// BusyboxEntries returns the tar entries of a small root filesystem made from the
+// host's dynamic busybox: the binary and its libraries, applets as hard links in /bin,
+// and /etc/passwd and /etc/group with the usual users.
+func BusyboxEntries() ([]Entry, error) {
+	bin, err := exec.LookPath("busybox")
+	if err != nil {
+		return nil, fmt.Errorf("busybox is not installed (apt-get install busybox): %w", err)
+	}
+	bin, _ = filepath.EvalSymlinks(bin)
+	ldd, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, err)
+	}
+	entries := []Entry{{Name: "bin/", Type: tar.TypeDir}, {Name: "etc/", Type: tar.TypeDir},
+		{Name: "tmp/", Type: tar.TypeDir, Mode: 0o1777}, {Name: "root/", Type: tar.TypeDir, Mode: 0o700}}
+	seen := map[string]bool{}
+	for _, lib := range append(libPath.FindAllString(string(ldd), -1)) {
+		real, err := filepath.EvalSymlinks(lib)
+		if err != nil || seen[lib] {
+			continue
+		}
+		seen[lib] = true
+		body, err := os.ReadFile(real)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, dirsOf(lib, seen)...)
+		entries = append(entries, Entry{Name: lib[1:], Body: string(body), Mode: 0o755})
+	}
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		return nil, err
+	}
+	entries = append(entries, Entry{Name: "bin/busybox", Body: string(body), Mode: 0o755})
+	for _, applet := range []string{"sh", "echo", "cat", "ls", "sleep", "env", "id", "wget", "httpd", "nc", "ps", "kill", "true", "false", "hostname", "mkdir", "touch", "grep", "top", "head", "tail"} {
+		entries = append(entries, Entry{Name: "bin/" + applet, Type: tar.TypeLink, Linkname: "bin/busybox"})
+	}
+	entries = append(entries,
+		Entry{Name: "etc/passwd", Body: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"},
+		Entry{Name: "etc/group", Body: "root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n"},
+	)
+	return entries, nil
+}
+
+// dirsOf returns directory entries for the parents of an absolute path not yet seen.
+func dirsOf(p string, seen map[string]bool) []Entry {
+	var out []Entry
+	for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
+		if !seen[d] {
+			seen[d] = true
+			out = append([]Entry{{Name: d[1:] + "/", Type: tar.TypeDir}}, out...)
+		}
+	}
+	return out
+}

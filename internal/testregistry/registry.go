@@ -1,0 +1,160 @@
+package testregistry
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Auth selects how the registry authenticates clients.
+type Auth int
+
+const (
+	NoAuth    Auth = iota
+	BasicAuth      // HTTP basic on every request
+	TokenAuth      // Docker token flow: 401 with a Bearer realm, token for basic credentials
+)
+
+// Options configure a Registry.
+type Options struct {
+	Auth     Auth
+	User     string
+	Password string
+	// Addr to listen on; empty means 127.0.0.1 on a free port.
+	Addr string
+}
+
+// Registry is a running registry.
+type Registry struct {
+	Host string // host:port
+	srv  *httptest.Server
+	opts Options
+
+	mu        sync.Mutex
+	blobGets  map[string]int
+	manifests int
+}
+
+const testToken = "enroot-cri-test-token"
+
+// Start starts a registry; Close stops it.
+func Start(opts Options) (*Registry, error) {
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	r := &Registry{opts: opts, blobGets: map[string]int{}}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.serve(inner, w, req)
+	}))
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	r.srv = srv
+	r.Host = l.Addr().String()
+	return r, nil
+}
+
+// Close stops the registry.
+func (r *Registry) Close() { r.srv.Close() }
+
+func (r *Registry) serve(inner http.Handler, w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == "/token" {
+		r.serveToken(w, req)
+		return
+	}
+	if !r.authorized(req) {
+		switch r.opts.Auth {
+		case BasicAuth:
+			w.Header().Set("WWW-Authenticate", `Basic realm="enroot-cri-test"`)
+		case TokenAuth:
+			w.Header().Set("WWW-Authenticate",
+				fmt.Sprintf(`Bearer realm="http://%s/token",service="enroot-cri-test"`, r.Host))
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	if req.Method == http.MethodGet {
+		r.mu.Lock()
+		if i := strings.Index(req.URL.Path, "/blobs/"); i >= 0 {
+			r.blobGets[req.URL.Path[i+len("/blobs/"):]]++
+		}
+		if strings.Contains(req.URL.Path, "/manifests/") {
+			r.manifests++
+		}
+		r.mu.Unlock()
+	}
+	inner.ServeHTTP(w, req)
+}
+
+func (r *Registry) authorized(req *http.Request) bool {
+	switch r.opts.Auth {
+	case BasicAuth:
+		u, p, ok := req.BasicAuth()
+		return ok && u == r.opts.User && p == r.opts.Password
+	case TokenAuth:
+		return req.Header.Get("Authorization") == "Bearer "+testToken
+	default:
+		return true
+	}
+}
+
+func (r *Registry) serveToken(w http.ResponseWriter, req *http.Request) {
+	u, p, ok := req.BasicAuth()
+	if r.opts.Auth != TokenAuth || !ok || u != r.opts.User || p != r.opts.Password {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"token": testToken})
+}
+
+// BlobGets is how many times the blob with digest was downloaded.
+func (r *Registry) BlobGets(digest string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blobGets[digest]
+}
+
+// Push stores img under repoTag ("library/busybox:1.36" or "x@sha256:…" forms are
+// relative to this registry) and returns the full reference.
+func (r *Registry) Push(repoTag string, img v1.Image) (name.Reference, error) {
+	ref, err := name.ParseReference(r.Host + "/" + repoTag)
+	if err != nil {
+		return nil, err
+	}
+	return ref, remote.Write(ref, img, r.remoteAuth())
+}
+
+// PushIndex stores an image index (manifest list) under repoTag.
+func (r *Registry) PushIndex(repoTag string, idx v1.ImageIndex) (name.Reference, error) {
+	ref, err := name.ParseReference(r.Host + "/" + repoTag)
+	if err != nil {
+		return nil, err
+	}
+	return ref, remote.WriteIndex(ref, idx, r.remoteAuth())
+}
+
+func (r *Registry) remoteAuth() remote.Option {
+	if r.opts.Auth == NoAuth {
+		return remote.WithAuth(authn.Anonymous)
+	}
+	return remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: r.opts.User, Password: r.opts.Password}))
+}
