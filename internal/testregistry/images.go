@@ -148,7 +148,7 @@ func BusyboxEntries() ([]Entry, error) {
 	entries := []Entry{{Name: "bin/", Type: tar.TypeDir}, {Name: "etc/", Type: tar.TypeDir},
 		{Name: "tmp/", Type: tar.TypeDir, Mode: 0o1777}, {Name: "root/", Type: tar.TypeDir, Mode: 0o700}}
 	seen := map[string]bool{}
-	for _, lib := range append(libPath.FindAllString(string(ldd), -1)) {
+	for _, lib := range libPath.FindAllString(string(ldd), -1) {
 		real, err := filepath.EvalSymlinks(lib)
 		if err != nil || seen[lib] {
 			continue

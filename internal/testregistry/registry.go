@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -34,6 +35,9 @@ type Options struct {
 	Password string
 	// Addr to listen on; empty means 127.0.0.1 on a free port.
 	Addr string
+	// BlobDelay holds every blob download this long before it starts, to make pulls
+	// slow enough to interrupt.
+	BlobDelay time.Duration
 }
 
 // Registry is a running registry.
@@ -93,13 +97,21 @@ func (r *Registry) serve(inner http.Handler, w http.ResponseWriter, req *http.Re
 	}
 	if req.Method == http.MethodGet {
 		r.mu.Lock()
-		if i := strings.Index(req.URL.Path, "/blobs/"); i >= 0 {
+		i := strings.Index(req.URL.Path, "/blobs/")
+		if i >= 0 {
 			r.blobGets[req.URL.Path[i+len("/blobs/"):]]++
 		}
 		if strings.Contains(req.URL.Path, "/manifests/") {
 			r.manifests++
 		}
 		r.mu.Unlock()
+		if i >= 0 && r.opts.BlobDelay > 0 {
+			select {
+			case <-time.After(r.opts.BlobDelay):
+			case <-req.Context().Done():
+				return
+			}
+		}
 	}
 	inner.ServeHTTP(w, req)
 }

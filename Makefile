@@ -1,0 +1,49 @@
+# enroot-cri: run `make help` for the targets.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/enroot-cri/enroot-cri/internal/version.Version=$(VERSION)
+CRI_TOOLS := sigs.k8s.io/cri-tools
+CRI_TOOLS_VERSION := v1.37.0
+# Debian packages the daemon and the tests use.
+APT_PACKAGES := squashfs-tools busybox
+TEST_FLAGS ?= -count=1 -timeout 30m
+
+export ENROOT_CRI_BIN := $(BIN)/enroot-cri
+export CRICTL := $(BIN)/crictl
+
+.PHONY: help build crictl deps test lint demo bench-pull clean
+
+help: ## list the targets with their purpose
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+build: ## build bin/enroot-cri
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
+
+crictl: ## build bin/crictl from cri-tools v1.37.0 through the Go module proxy
+	@test -x $(BIN)/crictl || GOBIN=$(BIN) $(GO) install $(CRI_TOOLS)/cmd/crictl@$(CRI_TOOLS_VERSION)
+
+deps: ## install the Debian packages the daemon and tests need (as root)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps build crictl ## run every test this machine can run (unit, root integration, crictl)
+	$(GO) mod download
+	$(GO) test $(TEST_FLAGS) ./...
+
+lint: ## gofmt, go vet, and golangci-lint when it is installed
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else echo "golangci-lint not installed; skipped"; fi
+
+demo: deps build crictl ## start the daemon on a scratch configuration, pull a locally built image, list it
+	./tests/demo.sh
+
+bench-pull: deps ## pull a generated ~1 GiB, 10-layer image from 127.0.0.1; print download and squashfs rates
+	$(GO) run ./tests/cmd/bench-pull
+
+clean: ## remove build outputs
+	rm -rf $(BIN) _output

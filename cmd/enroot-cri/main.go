@@ -1,0 +1,83 @@
+// Command enroot-cri is a CRI runtime that runs Kubernetes pods the way Slurm runs
+// job steps under pyxis and Enroot.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/enroot-cri/enroot-cri/config"
+	"github.com/enroot-cri/enroot-cri/cri/daemon"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
+	"github.com/enroot-cri/enroot-cri/internal/version"
+)
+
+const usage = `usage: enroot-cri COMMAND [OPTIONS]
+
+Commands:
+  serve [--config FILE]   run the CRI daemon (default configuration: %s;
+                          a missing default file means built-in defaults)
+  config                  print the default configuration (commented TOML)
+  version                 print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, usage, config.DefaultPath)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "config":
+		fmt.Fprint(stdout, config.DefaultTOML)
+		return 0
+	case "version", "--version":
+		fmt.Fprintf(stdout, "%s %s (CRI %s, %s)\n", version.RuntimeName, version.Version, version.CRIAPIVersion, runtime.Version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprintf(stdout, usage, config.DefaultPath)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "enroot-cri: unknown command %q\n"+usage, args[0], config.DefaultPath)
+		return 2
+	}
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", config.DefaultPath, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(*path, explicit)
+	if err != nil {
+		fmt.Fprintf(stderr, "enroot-cri: %v\n", err)
+		return 1
+	}
+	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "enroot-cri: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := daemon.Run(ctx, cfg, log, nil); err != nil {
+		log.Error("enroot-cri exits", "error", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,42 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/enroot/image"
+	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
+)
+
+// pullProgressInterval is how often a running pull logs its progress.
+const pullProgressInterval = 5 * time.Second
+
+// PullImage pulls an image into the squashfs store and returns its ID.
+func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+	ref := req.GetImage().GetImage()
+	if ref == "" {
+		return nil, fmt.Errorf("image.image is empty; give an image name such as busybox:1.36: %w", errdefs.ErrInvalidArgument)
+	}
+	log := logging.From(ctx).With("image", ref)
+	a := req.GetAuth()
+	img, err := s.images.Pull(ctx, ref, image.PullOptions{
+		Auth: image.Auth{
+			Username: a.GetUsername(), Password: a.GetPassword(), Auth: a.GetAuth(),
+			IdentityToken: a.GetIdentityToken(), RegistryToken: a.GetRegistryToken(),
+		},
+		ProgressInterval: pullProgressInterval,
+		OnProgress: func(p image.Progress) {
+			log.Info("pulling", "layers_done", p.LayersDone, "layers", p.Layers, "bytes", p.Bytes,
+				"mb_per_s", fmt.Sprintf("%.1f", float64(p.Bytes)/1e6/p.Elapsed.Seconds()))
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("pulled", "id", img.ID, "squashfs", img.Squashfs, "size", img.Size)
+	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil
+}

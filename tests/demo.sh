@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The README's main command (make demo): start enroot-cri on a scratch configuration,
+# serve a locally built image from a registry on 127.0.0.1, pull it with crictl through
+# a registry mirror, and show what the daemon made of it. Cleans up after itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+work=$(mktemp -d /tmp/enroot-cri-demo.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== building the demo image from this machine's busybox and serving it on 127.0.0.1"
+go build -o "$work/testregistry" ./tests/cmd/testregistry
+"$work/testregistry" demo/hello:1.0 > "$work/registry.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
+registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
+[ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
+echo "registry: $registry"
+
+cat > "$work/config.toml" <<TOML
+socket = "$work/enroot-cri.sock"
+root = "$work/root"
+state = "$work/state"
+
+# docker.io names are served by the local registry first.
+[registries."docker.io"]
+mirrors = ["http://$registry"]
+TOML
+
+echo "== starting enroot-cri serve --config $work/config.toml"
+"$BIN/enroot-cri" serve --config "$work/config.toml" > "$work/daemon.log" 2>&1 &
+pids+=($!)
+cat > "$work/crictl.yaml" <<YAML
+runtime-endpoint: unix://$work/enroot-cri.sock
+image-endpoint: unix://$work/enroot-cri.sock
+timeout: 60
+YAML
+crictl=("$BIN/crictl" --config "$work/crictl.yaml")
+for _ in $(seq 100); do "${crictl[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+"${crictl[@]}" version
+
+echo "== crictl pull demo/hello:1.0"
+"${crictl[@]}" pull demo/hello:1.0
+echo "== crictl images"
+"${crictl[@]}" images
+echo "== the image is one Enroot squashfs file:"
+sqsh=$("${crictl[@]}" inspecti -o go-template --template '{{.info.squashfs}}' demo/hello:1.0)
+ls -l "$sqsh"
+echo "== its /etc/rc, as enroot import writes it:"
+unsquashfs -cat "$sqsh" etc/rc
+echo "== daemon log"
+cat "$work/daemon.log"
