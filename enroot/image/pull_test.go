@@ -40,11 +40,11 @@ func TestPullAppliesLayersAndWritesEnrootFiles(t *testing.T) {
 			{Name: "fifo", Type: tar.TypeFifo},
 		},
 		[]E{
-			{Name: "a/.wh.one"},                             // whiteout of a lower file
-			{Name: "b/new", Body: "upper"},                  // written before the opaque marker
-			{Name: "b/.wh..wh..opq"},                        // hides b/lower only
-			{Name: "c/sub/", Type: tar.TypeDir},             // re-declared in this layer
-			{Name: "c/.wh..wh..opq"},                        // c/sub/deep came from below: gone
+			{Name: "a/.wh.one"},                 // whiteout of a lower file
+			{Name: "b/new", Body: "upper"},      // written before the opaque marker
+			{Name: "b/.wh..wh..opq"},            // hides b/lower only
+			{Name: "c/sub/", Type: tar.TypeDir}, // re-declared in this layer
+			{Name: "c/.wh..wh..opq"},            // c/sub/deep came from below: gone
 			{Name: "link", Type: tar.TypeSymlink, Linkname: "/a/two"},
 			{Name: "hard", Type: tar.TypeLink, Linkname: "a/two"},
 		},

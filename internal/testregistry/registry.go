@@ -35,9 +35,9 @@ type Options struct {
 	Password string
 	// Addr to listen on; empty means 127.0.0.1 on a free port.
 	Addr string
-	// BlobDelay holds every blob download this long before it starts, to make pulls
-	// slow enough to interrupt.
-	BlobDelay time.Duration
+	// BlobStall pauses every blob download this long after its first StallAfter
+	// bytes, to make pulls slow enough to interrupt.
+	BlobStall time.Duration
 }
 
 // Registry is a running registry.
@@ -105,12 +105,8 @@ func (r *Registry) serve(inner http.Handler, w http.ResponseWriter, req *http.Re
 			r.manifests++
 		}
 		r.mu.Unlock()
-		if i >= 0 && r.opts.BlobDelay > 0 {
-			select {
-			case <-time.After(r.opts.BlobDelay):
-			case <-req.Context().Done():
-				return
-			}
+		if i >= 0 && r.opts.BlobStall > 0 {
+			w = &stallingWriter{ResponseWriter: w, stall: r.opts.BlobStall, done: req.Context().Done()}
 		}
 	}
 	inner.ServeHTTP(w, req)
@@ -169,4 +165,38 @@ func (r *Registry) remoteAuth() remote.Option {
 		return remote.WithAuth(authn.Anonymous)
 	}
 	return remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: r.opts.User, Password: r.opts.Password}))
+}
+
+// StallAfter is how many bytes of a blob are sent before a BlobStall pause.
+const StallAfter = 4096
+
+type stallingWriter struct {
+	http.ResponseWriter
+	stall   time.Duration
+	done    <-chan struct{}
+	written int
+}
+
+func (w *stallingWriter) Write(p []byte) (int, error) {
+	if w.written < StallAfter && w.written+len(p) >= StallAfter {
+		n, err := w.ResponseWriter.Write(p[:StallAfter-w.written])
+		w.written += n
+		if err != nil {
+			return n, err
+		}
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		select {
+		case <-time.After(w.stall):
+		case <-w.done:
+			return n, http.ErrAbortHandler
+		}
+		m, err := w.ResponseWriter.Write(p[n:])
+		w.written += m
+		return n + m, err
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.written += n
+	return n, err
 }

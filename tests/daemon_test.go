@@ -1,0 +1,128 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var enrootCRI string // path of the binary under test
+
+func TestMain(m *testing.M) {
+	enrootCRI = os.Getenv("ENROOT_CRI_BIN")
+	if enrootCRI == "" {
+		dir, err := os.MkdirTemp("", "enroot-cri-bin-")
+		if err != nil {
+			panic(err)
+		}
+		enrootCRI = filepath.Join(dir, "enroot-cri")
+		out, err := exec.Command("go", "build", "-o", enrootCRI, "../cmd/enroot-cri").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build enroot-cri: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// daemon is one enroot-cri serve process on a scratch configuration.
+type daemon struct {
+	dir, socket, config string
+	cmd                 *exec.Cmd
+	log                 *bytes.Buffer
+	runtime             runtimeapi.RuntimeServiceClient
+	images              runtimeapi.ImageServiceClient
+}
+
+// newDaemon writes a scratch configuration (extra is appended to it) in a new dir.
+func newDaemon(t *testing.T, extra string) *daemon {
+	t.Helper()
+	needTools(t, "mksquashfs", "unsquashfs")
+	dir := t.TempDir()
+	d := &daemon{dir: dir, socket: filepath.Join(dir, "enroot-cri.sock"), config: filepath.Join(dir, "config.toml")}
+	cfg := fmt.Sprintf("socket = %q\nroot = %q\nstate = %q\n[enroot]\nconfig_dir = %q\n%s",
+		d.socket, filepath.Join(dir, "root"), filepath.Join(dir, "state"), filepath.Join(dir, "enroot"), extra)
+	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o644))
+	return d
+}
+
+// start runs the daemon and waits until it answers Version.
+func (d *daemon) start(t *testing.T) {
+	t.Helper()
+	d.cmd = exec.Command(enrootCRI, "serve", "--config", d.config)
+	d.log = &bytes.Buffer{}
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	require.NoError(t, d.cmd.Start())
+	t.Cleanup(func() { d.kill() })
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	d.runtime = runtimeapi.NewRuntimeServiceClient(conn)
+	d.images = runtimeapi.NewImageServiceClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := d.runtime.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not become ready: %v\n%s", err, d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for the exit status.
+func (d *daemon) stop(t *testing.T) error {
+	t.Helper()
+	require.NoError(t, d.cmd.Process.Signal(syscall.SIGTERM))
+	return d.cmd.Wait()
+}
+
+func (d *daemon) kill() {
+	if d.cmd != nil && d.cmd.ProcessState == nil {
+		d.cmd.Process.Kill()
+		d.cmd.Wait()
+	}
+}
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (make deps installs it)", tool)
+		}
+	}
+}
+
+// runCLI runs the binary with args and returns its combined output and exit code.
+func runCLI(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, enrootCRI, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	}
+	require.NoError(t, err)
+	return string(out), 0
+}
+
+func lines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
