@@ -33,6 +33,11 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 			log.Info("pulling", "layers_done", p.LayersDone, "layers", p.Layers, "bytes", p.Bytes,
 				"mb_per_s", fmt.Sprintf("%.1f", float64(p.Bytes)/1e6/p.Elapsed.Seconds()))
 		},
+		OnBuilt: func(st image.Stats) {
+			log.Info("built squashfs image", "layers", st.Layers, "downloaded_bytes", st.Downloaded,
+				"download", st.Download.Round(time.Millisecond), "unpack", st.Apply.Round(time.Millisecond),
+				"squash", st.Squash.Round(time.Millisecond), "total", st.Total.Round(time.Millisecond))
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -52,9 +54,11 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		return fmt.Errorf("create staging directory: %w", err)
 	}
 
+	start := time.Now()
+	stats := Stats{Layers: len(layers)}
 	var prog progress
 	defer prog.report(ctx, displayName(src.ref), len(layers), opts)()
-	if err := s.fetchAndApply(ctx, rootfs, layers, digests, &prog); err != nil {
+	if err := s.fetchAndApply(ctx, rootfs, layers, digests, &prog, &stats); err != nil {
 		return fmt.Errorf("pull %s: %w", displayName(src.ref), err)
 	}
 	t, err := openTree(rootfs)
@@ -67,10 +71,34 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		return err
 	}
 	sqsh := filepath.Join(staging, "image.sqsh")
+	squashStart := time.Now()
 	if err := squash(ctx, rootfs, sqsh, s.opts.SquashOptions); err != nil {
 		return err
 	}
-	return s.commit(id, sqsh, cfgFile.Config, digests)
+	stats.Squash = time.Since(squashStart)
+	if err := s.commit(id, sqsh, cfgFile.Config, digests); err != nil {
+		return err
+	}
+	if opts.OnBuilt != nil {
+		stats.Downloaded, stats.Total = prog.bytes.Load(), time.Since(start)
+		stats.TreeBytes = treeSize(rootfs)
+		opts.OnBuilt(stats)
+	}
+	return nil
+}
+
+// treeSize adds up the apparent size of the regular files under dir.
+func treeSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // holdBlobs keeps blob pruning off the digests until the returned func runs.
@@ -93,7 +121,9 @@ func (s *Store) holdBlobs(digests []string) func() {
 
 // fetchAndApply downloads every layer concurrently and applies each, in order, as soon
 // as it and the ones below it are in the cache.
-func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.Layer, digests []string, prog *progress) error {
+func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.Layer, digests []string, prog *progress, stats *Stats) error {
+	start := time.Now()
+	var mu sync.Mutex // guards stats.Download, the time the last layer was cached
 	g, gctx := errgroup.WithContext(ctx)
 	ready := make([]chan struct{}, len(layers))
 	for i := range layers {
@@ -103,6 +133,9 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.La
 			if err != nil {
 				return classify(err)
 			}
+			mu.Lock()
+			stats.Download = max(stats.Download, time.Since(start))
+			mu.Unlock()
 			close(ready[i])
 			return nil
 		})
@@ -119,9 +152,11 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.La
 			case <-gctx.Done():
 				return gctx.Err()
 			}
+			applyStart := time.Now()
 			if err := s.applyBlob(t, digests[i]); err != nil {
 				return errdefs.WithKind(fmt.Errorf("layer %d (%s): %w", i+1, digests[i], err), errdefs.ErrInvalidArgument)
 			}
+			stats.Apply += time.Since(applyStart)
 			prog.layers.Add(1)
 		}
 		return nil

@@ -46,12 +46,26 @@ type Progress struct {
 	Elapsed    time.Duration
 }
 
+// Stats are the figures of one image build, for logs and benchmarks.
+type Stats struct {
+	Layers     int
+	Downloaded int64         // compressed bytes fetched (cached layers are not counted)
+	Download   time.Duration // from the start until the last layer was cached
+	Apply      time.Duration // unpacking layers, overlapping the downloads
+	Squash     time.Duration // mksquashfs
+	TreeBytes  int64         // apparent size of the unpacked tree
+	Total      time.Duration
+}
+
 // PullOptions are a pull's optional parts.
 type PullOptions struct {
 	Auth Auth
 	// OnProgress, when set, receives the pull's progress every ProgressInterval.
 	OnProgress       func(Progress)
 	ProgressInterval time.Duration
+	// OnBuilt, when set, receives the figures of the build when this pull built the
+	// image (not when the store had it or another pull built it).
+	OnBuilt func(Stats)
 }
 
 // source is a resolved image on one registry (the host itself or a mirror).

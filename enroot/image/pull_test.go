@@ -4,10 +4,12 @@ import (
 	"archive/tar"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -227,4 +229,43 @@ func TestPullUnknownImage(t *testing.T) {
 	assert.ErrorIs(t, err, errdefs.ErrNotFound)
 	_, err = s.Pull(context.Background(), "Bad Name", PullOptions{})
 	assert.ErrorIs(t, err, errdefs.ErrInvalidArgument)
+}
+
+func TestPullReportsProgress(t *testing.T) {
+	reg := startRegistry(t, testregistry.Options{BlobStall: 300 * time.Millisecond})
+	push(t, reg, "slow/app:1", v1.Config{}, true, []E{{Name: "big", Body: incompressible(64 << 10)}})
+	s := openStore(t, storeRoot(t), nil)
+	var mu sync.Mutex
+	var reports []Progress
+	var built Stats
+	_, err := s.Pull(context.Background(), reg.Host+"/slow/app:1", PullOptions{
+		ProgressInterval: 50 * time.Millisecond,
+		OnProgress: func(p Progress) {
+			mu.Lock()
+			defer mu.Unlock()
+			reports = append(reports, p)
+		},
+		OnBuilt: func(st Stats) { built = st },
+	})
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, reports, "a pull slower than the interval reports progress")
+	assert.Equal(t, 1, reports[0].Layers)
+	assert.Equal(t, reports[0].Image, reg.Host+"/slow/app:1")
+	assert.GreaterOrEqual(t, reports[0].Bytes, int64(testregistry.StallAfter), "bytes arrived before the stall")
+	assert.Equal(t, 1, built.Layers)
+	assert.Greater(t, built.Downloaded, int64(0))
+	assert.GreaterOrEqual(t, built.Download, 300*time.Millisecond)
+	assert.Greater(t, built.TreeBytes, int64(64<<10), "the tree holds the file and the generated ones")
+}
+
+// incompressible returns n pseudo-random bytes, so that a layer is about n bytes.
+func incompressible(n int) string {
+	rng := rand.New(rand.NewPCG(7, 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return string(b)
 }
