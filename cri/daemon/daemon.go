@@ -122,7 +122,7 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o660); err != nil {
+	if err := os.Chmod(tmp, 0o660); err != nil { //nolint:gosec // the CRI socket is root:root 0660 by design
 		l.Close()
 		os.Remove(tmp)
 		return nil, fmt.Errorf("set mode of %s: %w", path, err)

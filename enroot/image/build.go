@@ -90,7 +90,7 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 // treeSize adds up the apparent size of the regular files under dir.
 func treeSize(dir string) int64 {
 	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if info, err := d.Info(); err == nil {
 				n += info.Size()

@@ -269,3 +269,19 @@ func incompressible(n int) string {
 	}
 	return string(b)
 }
+
+func TestInsecureRegistryOverUntrustedTLS(t *testing.T) {
+	reg := startRegistry(t, testregistry.Options{TLS: true})
+	push(t, reg, "tls/app:1", v1.Config{}, true, []E{{Name: "f", Body: "tls"}})
+	ref := reg.Host + "/tls/app:1"
+
+	strict := openStore(t, storeRoot(t), nil)
+	_, err := strict.Pull(context.Background(), ref, PullOptions{})
+	require.Error(t, err, "an untrusted certificate is refused unless the host is insecure")
+	assert.ErrorContains(t, err, "certificate")
+
+	lax := openStore(t, storeRoot(t), map[string]Host{reg.Host: {Insecure: true}})
+	img, err := lax.Pull(context.Background(), ref, PullOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "tls", catFile(t, img.Squashfs, "f"))
+}

@@ -35,8 +35,8 @@ func parseReference(ref string, insecure bool) (name.Reference, error) {
 	}
 	r, err := name.ParseReference(ref, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("image name %q is not a valid reference (NAME[:TAG][@sha256:DIGEST]): %v: %w",
-			ref, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("image name %q is not a valid reference (NAME[:TAG][@sha256:DIGEST]): %w",
+			ref, errdefs.WithKind(err, errdefs.ErrInvalidArgument))
 	}
 	return r, nil
 }

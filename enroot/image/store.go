@@ -257,7 +257,7 @@ type Usage struct {
 // Usage walks the store and adds up allocated bytes and inodes.
 func (s *Store) Usage() (Usage, error) {
 	u := Usage{Mountpoint: s.opts.Root}
-	err := filepath.WalkDir(s.opts.Root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(s.opts.Root, func(_ string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // removed while walking
 		}

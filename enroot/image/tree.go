@@ -28,14 +28,15 @@ func openTree(dir string) (*tree, error) {
 	return &tree{fd: fd, path: dir, root: os.Geteuid() == 0}, nil
 }
 
-func (t *tree) Close() error { return unix.Close(t.fd) }
+// Close releases the tree's descriptor.
+func (t *tree) Close() { _ = unix.Close(t.fd) }
 
 // cleanName turns a tar entry name into a path relative to the tree. A leading "/" is
 // dropped (as GNU tar does); a name that climbs out of the tree with ".." is refused.
 func cleanName(name string) (string, error) {
 	rel := path.Clean(strings.TrimLeft(name, "/"))
 	if rel == ".." || strings.HasPrefix(rel, "../") {
-		return "", fmt.Errorf("path %q climbs out of the image with ..", name)
+		return "", fmt.Errorf("path %q climbs out of the image with \"..\"", name)
 	}
 	if rel == "." {
 		return "", nil
@@ -113,7 +114,7 @@ func emptyDirAt(dirfd int, name string, keep func(child string, childDir int) (b
 	dir := os.NewFile(uintptr(fd), name)
 	defer dir.Close()
 	names, err := dir.Readdirnames(-1)
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("read directory %s: %w", name, err)
 	}
 	for _, child := range names {

@@ -11,7 +11,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/static"
@@ -32,6 +32,7 @@ type Entry struct {
 // Compression of a test layer.
 type Compression string
 
+// The compressions a test layer can have.
 const (
 	Gzip         Compression = "gzip"
 	Zstd         Compression = "zstd"
@@ -149,12 +150,12 @@ func BusyboxEntries() ([]Entry, error) {
 		{Name: "tmp/", Type: tar.TypeDir, Mode: 0o1777}, {Name: "root/", Type: tar.TypeDir, Mode: 0o700}}
 	seen := map[string]bool{}
 	for _, lib := range libPath.FindAllString(string(ldd), -1) {
-		real, err := filepath.EvalSymlinks(lib)
+		resolved, err := filepath.EvalSymlinks(lib)
 		if err != nil || seen[lib] {
 			continue
 		}
 		seen[lib] = true
-		body, err := os.ReadFile(real)
+		body, err := os.ReadFile(resolved)
 		if err != nil {
 			return nil, err
 		}

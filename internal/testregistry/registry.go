@@ -22,10 +22,11 @@ import (
 // Auth selects how the registry authenticates clients.
 type Auth int
 
+// The authentication modes.
 const (
-	NoAuth    Auth = iota
-	BasicAuth      // HTTP basic on every request
-	TokenAuth      // Docker token flow: 401 with a Bearer realm, token for basic credentials
+	NoAuth    Auth = iota // anyone may pull
+	BasicAuth             // HTTP basic on every request
+	TokenAuth             // Docker token flow: 401 with a Bearer realm, token for basic credentials
 )
 
 // Options configure a Registry.
@@ -35,6 +36,8 @@ type Options struct {
 	Password string
 	// Addr to listen on; empty means 127.0.0.1 on a free port.
 	Addr string
+	// TLS serves HTTPS with a certificate no client trusts.
+	TLS bool
 	// BlobStall pauses every blob download this long after its first StallAfter
 	// bytes, to make pulls slow enough to interrupt.
 	BlobStall time.Duration
@@ -70,7 +73,11 @@ func Start(opts Options) (*Registry, error) {
 	}))
 	srv.Listener.Close()
 	srv.Listener = l
-	srv.Start()
+	if opts.TLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	r.srv = srv
 	r.Host = l.Addr().String()
 	return r, nil
@@ -148,7 +155,7 @@ func (r *Registry) Push(repoTag string, img v1.Image) (name.Reference, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ref, remote.Write(ref, img, r.remoteAuth())
+	return ref, remote.Write(ref, img, r.remoteOptions()...)
 }
 
 // PushIndex stores an image index (manifest list) under repoTag.
@@ -157,7 +164,15 @@ func (r *Registry) PushIndex(repoTag string, idx v1.ImageIndex) (name.Reference,
 	if err != nil {
 		return nil, err
 	}
-	return ref, remote.WriteIndex(ref, idx, r.remoteAuth())
+	return ref, remote.WriteIndex(ref, idx, r.remoteOptions()...)
+}
+
+func (r *Registry) remoteOptions() []remote.Option {
+	opts := []remote.Option{r.remoteAuth()}
+	if r.opts.TLS {
+		opts = append(opts, remote.WithTransport(r.srv.Client().Transport))
+	}
+	return opts
 }
 
 func (r *Registry) remoteAuth() remote.Option {

@@ -173,14 +173,14 @@ func referenceImport(dir, host string, layers []v1.Layer) (timing, error) {
 	for i := range layers {
 		cmd := exec.Command("tar", "-C", filepath.Join(dir, "rootfs"), "-xzpf", filepath.Join(dir, fmt.Sprintf("layer%d.tgz", i)))
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return t, fmt.Errorf("tar: %v: %s", err, out)
+			return t, fmt.Errorf("tar: %w: %s", err, out)
 		}
 	}
 	t.unpack = time.Since(unpackStart)
 	squashStart := time.Now()
 	args := []string{filepath.Join(dir, "rootfs"), filepath.Join(dir, "ref.sqsh"), "-noappend", "-no-progress", "-all-root", "-comp", "lzo", "-noD", "-exit-on-error"}
 	if out, err := exec.Command("mksquashfs", args...).CombinedOutput(); err != nil {
-		return t, fmt.Errorf("mksquashfs: %v: %s", err, out)
+		return t, fmt.Errorf("mksquashfs: %w: %s", err, out)
 	}
 	t.squash = time.Since(squashStart)
 	t.total = time.Since(start)

@@ -1,5 +1,0 @@
-package image
-
-import "runtime"
-
-const goarchForTest = runtime.GOARCH
