@@ -14,6 +14,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/daemon"
+	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/version"
 )
@@ -45,6 +46,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		fmt.Fprintf(stdout, "%s %s (CRI %s, %s)\n", version.RuntimeName, version.Version, version.CRIAPIVersion, runtime.Version())
 		return 0
+	case "shim": // internal: the per-container monitor the daemon starts
+		return internal(args, container.RunShim, stderr)
+	case "init": // internal: a container's first process, started by its shim
+		return internal(args, container.RunInit, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintf(stdout, usage, config.DefaultPath)
 		return 0
@@ -52,6 +57,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "enroot-cri: unknown command %q\n"+usage, args[0], config.DefaultPath)
 		return 2
 	}
+}
+
+func internal(args []string, run func(string) error, stderr io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintf(stderr, "usage: enroot-cri %s BUNDLE (started by enroot-cri serve, not by hand)\n", args[0])
+		return 2
+	}
+	if err := run(args[1]); err != nil {
+		fmt.Fprintf(stderr, "enroot-cri %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
 }
 
 func serve(args []string, stderr io.Writer) int {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/enroot-cri/enroot-cri/internal/inroot"
 )
 
 // tree is an image root directory that entries are written into. Every path is
@@ -45,45 +47,15 @@ func cleanName(name string) (string, error) {
 }
 
 // openDir opens a directory of the tree, resolving symlinks inside it.
-func (t *tree) openDir(rel string) (int, error) {
-	if rel == "" || rel == "." {
-		return unix.Dup(t.fd)
-	}
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(t.fd, rel, &how)
-	if err != nil {
-		return -1, fmt.Errorf("open %s in image: %w", rel, err)
-	}
-	return fd, nil
-}
+func (t *tree) openDir(rel string) (int, error) { return inroot.OpenDir(t.fd, rel) }
 
 // mkdirAll creates rel and its missing parents (mode 0755, as tar does for implied
 // directories) and returns an O_PATH descriptor for it.
-func (t *tree) mkdirAll(rel string) (int, error) {
-	fd, err := t.openDir(rel)
-	if err == nil || !errors.Is(err, unix.ENOENT) {
-		return fd, err
-	}
-	parent, err := t.mkdirAll(path.Dir(rel))
-	if err != nil {
-		return -1, err
-	}
-	defer unix.Close(parent)
-	if err := unix.Mkdirat(parent, path.Base(rel), 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
-		return -1, fmt.Errorf("create directory %s in image: %w", rel, err)
-	}
-	return t.openDir(rel)
-}
+func (t *tree) mkdirAll(rel string) (int, error) { return inroot.MkdirAll(t.fd, rel, 0o755) }
 
 // parent opens the directory holding rel (creating it if needed) and returns it with
 // rel's last component.
-func (t *tree) parent(rel string) (int, string, error) {
-	fd, err := t.mkdirAll(path.Dir(rel))
-	return fd, path.Base(rel), err
-}
+func (t *tree) parent(rel string) (int, string, error) { return inroot.Parent(t.fd, rel) }
 
 // removeAllAt removes name in dirfd, recursively for a directory. Absence is fine.
 func removeAllAt(dirfd int, name string) error {

@@ -1,0 +1,245 @@
+package container
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/enroot-cri/enroot-cri/errdefs"
+)
+
+// Engine creates and runs containers through their shims. Bundles (configuration,
+// exit status) live under StateDir, writable layers under RootDir.
+type Engine struct {
+	StateDir string // volatile: /run/enroot-cri/containers
+	RootDir  string // persistent: /var/lib/enroot-cri/containers
+	Exe      string // the enroot-cri binary the shims run
+}
+
+// Bundle is the directory holding a container's configuration and status.
+func (e *Engine) Bundle(id string) string { return filepath.Join(e.StateDir, id) }
+
+// Layer is the directory holding a container's writable layer.
+func (e *Engine) Layer(id string) string { return filepath.Join(e.RootDir, id) }
+
+// Create writes the bundle and starts the shim, which starts the container's init;
+// it returns the init's PID once the root filesystem is ready and the init waits for
+// Start. On failure nothing of the container remains.
+func (e *Engine) Create(ctx context.Context, cfg *Config) (pid int, err error) {
+	bundle, layer := e.Bundle(cfg.ID), e.Layer(cfg.ID)
+	defer func() {
+		if err != nil {
+			_ = e.Delete(cfg.ID)
+		}
+	}()
+	cfg.UpperDir, cfg.WorkDir = filepath.Join(layer, "upper"), filepath.Join(layer, "work")
+	for _, d := range []string{bundle, cfg.UpperDir, cfg.WorkDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return 0, fmt.Errorf("create container directories: %w", err)
+		}
+	}
+	if err := writeConfig(bundle, cfg); err != nil {
+		return 0, err
+	}
+	return e.startShim(ctx, bundle)
+}
+
+func (e *Engine) startShim(ctx context.Context, bundle string) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("create shim pipe: %w", err)
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(filepath.Join(bundle, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		w.Close()
+		return 0, fmt.Errorf("open shim log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(e.Exe, "shim", bundle)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return 0, fmt.Errorf("start shim: %w", err)
+	}
+	go func() { _ = cmd.Wait() }() // reap it when it ends while we run
+	if err := os.WriteFile(filepath.Join(bundle, "shim.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		return 0, fmt.Errorf("record shim pid: %w", err)
+	}
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		ch <- answer{strings.TrimSpace(line), err}
+	}()
+	var a answer
+	select {
+	case a = <-ch:
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		return 0, fmt.Errorf("create container: %w", ctx.Err())
+	}
+	if rest, ok := strings.CutPrefix(a.line, "ok "); ok {
+		pid, err := strconv.Atoi(rest)
+		if err == nil {
+			return pid, os.WriteFile(filepath.Join(bundle, "init.pid"), []byte(rest), 0o600)
+		}
+	}
+	if rest, ok := strings.CutPrefix(a.line, "error: "); ok {
+		return 0, errdefs.WithKind(errors.New(rest), errdefs.ErrFailedPrecondition)
+	}
+	return 0, fmt.Errorf("shim ended without an answer (%v); see %s", a.err, filepath.Join(bundle, "shim.log"))
+}
+
+// Start releases the container's init into the user's command.
+func (e *Engine) Start(ctx context.Context, id string) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", controlAddress(e.Bundle(id)))
+	if err != nil {
+		return fmt.Errorf("reach shim of %s: %w", id, errdefs.WithKind(err, errdefs.ErrFailedPrecondition))
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	if _, err := fmt.Fprintln(conn, "start"); err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	reply, err := readLine(conn)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	if rest, ok := strings.CutPrefix(reply, "error: "); ok {
+		return errdefs.WithKind(fmt.Errorf("start %s: %s", id, rest), errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// State is what the engine knows of a container's processes.
+type State struct {
+	InitPid   int
+	ShimAlive bool
+	Exit      *Exit // set once the first process has ended
+}
+
+// State reads a container's state from its bundle. A container without a bundle (the
+// node rebooted) has no live shim and no exit record.
+func (e *Engine) State(id string) State {
+	bundle := e.Bundle(id)
+	var st State
+	st.InitPid, _ = readPid(filepath.Join(bundle, "init.pid"))
+	if shimPid, err := readPid(filepath.Join(bundle, "shim.pid")); err == nil {
+		st.ShimAlive = isShim(shimPid, bundle)
+	}
+	if data, err := os.ReadFile(filepath.Join(bundle, "exit.json")); err == nil {
+		var x Exit
+		if json.Unmarshal(data, &x) == nil {
+			st.Exit = &x
+		}
+	}
+	return st
+}
+
+// Signal sends sig to the container's first process.
+func (e *Engine) Signal(id string, sig syscall.Signal) error {
+	st := e.State(id)
+	if st.Exit != nil || st.InitPid == 0 || !st.ShimAlive {
+		return nil
+	}
+	if err := syscall.Kill(st.InitPid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %s: %w", id, err)
+	}
+	return nil
+}
+
+// Wait waits until the container's first process has ended and its shim recorded it,
+// or ctx ends.
+func (e *Engine) Wait(ctx context.Context, id string) (*Exit, error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st := e.State(id)
+		if st.Exit != nil {
+			return st.Exit, nil
+		}
+		if !st.ShimAlive {
+			return nil, fmt.Errorf("container %s has no shim and no exit record: %w", id, errdefs.ErrNotFound)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Delete kills what remains of the container's processes and removes its bundle and
+// writable layer. Deleting a deleted container is fine.
+func (e *Engine) Delete(id string) error {
+	bundle := e.Bundle(id)
+	if shimPid, err := readPid(filepath.Join(bundle, "shim.pid")); err == nil && isShim(shimPid, bundle) {
+		if pid, err := readPid(filepath.Join(bundle, "init.pid")); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		waitGone(shimPid, bundle, 5*time.Second)
+		_ = syscall.Kill(shimPid, syscall.SIGKILL)
+	}
+	if err := os.RemoveAll(bundle); err != nil {
+		return fmt.Errorf("remove bundle of %s: %w", id, err)
+	}
+	if err := os.RemoveAll(e.Layer(id)); err != nil {
+		return fmt.Errorf("remove writable layer of %s: %w", id, err)
+	}
+	return nil
+}
+
+func waitGone(pid int, bundle string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for isShim(pid, bundle) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readPid(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(data)))
+}
+
+// isShim reports whether pid is alive and is the shim of bundle (a reused pid is not).
+func isShim(pid int, bundle string) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if len(args) < 3 || args[1] != "shim" || args[2] != bundle {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie (state Z) has ended; it waits only to be reaped.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
