@@ -170,7 +170,7 @@ func TestDeleteCreatedContainer(t *testing.T) {
 
 func TestTerminalOutputIsLogged(t *testing.T) {
 	f := newFixture(t)
-	cfg := f.config(t, "c5", "/bin/sh", "-c", "[ -t 1 ] && echo on-a-terminal; tty")
+	cfg := f.config(t, "c5", "/bin/sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-terminal")
 	cfg.Spec.Process.Terminal = true
 	ctx := context.Background()
 	_, err := f.engine.Create(ctx, cfg)
@@ -181,7 +181,6 @@ func TestTerminalOutputIsLogged(t *testing.T) {
 	assert.Equal(t, 0, exit.Code)
 	log, err := os.ReadFile(cfg.LogPath)
 	require.NoError(t, err)
-	assert.Contains(t, string(log), "stdout F /dev/pts/")
 	assert.Contains(t, string(log), "stdout F on-a-terminal")
 	require.NoError(t, f.engine.Delete("c5"))
 }
