@@ -1,0 +1,175 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	cg "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Root is where the cgroup filesystems are mounted.
+const Root = "/sys/fs/cgroup"
+
+// Cgroup is one container's cgroup.
+type Cgroup struct {
+	path string
+	v1   cgroup1.Cgroup
+	v2   *cgroup2.Manager
+}
+
+// unified reports whether the host runs a pure cgroup v2 hierarchy.
+func unified() bool { return cg.Mode() == cg.Unified }
+
+// Create creates the cgroup at path (a path relative to the cgroup root, such as
+// ContainerPath returns) with resources applied.
+func Create(path string, resources *specs.LinuxResources) (*Cgroup, error) {
+	if resources == nil {
+		resources = &specs.LinuxResources{}
+	}
+	if unified() {
+		m, err := cgroup2.NewManager(Root, path, cgroup2.ToResources(resources))
+		if err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+		}
+		return &Cgroup{path: path, v2: m}, nil
+	}
+	c, err := cgroup1.New(cgroup1.StaticPath(path), resources)
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+	}
+	return &Cgroup{path: path, v1: c}, nil
+}
+
+// Load opens an existing cgroup; a missing one is os.ErrNotExist.
+func Load(path string) (*Cgroup, error) {
+	if unified() {
+		m, err := cgroup2.Load(path)
+		if err != nil {
+			return nil, fmt.Errorf("load cgroup %s: %w", path, err)
+		}
+		return &Cgroup{path: path, v2: m}, nil
+	}
+	c, err := cgroup1.Load(cgroup1.StaticPath(path))
+	if err != nil {
+		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			return nil, fmt.Errorf("load cgroup %s: %w", path, os.ErrNotExist)
+		}
+		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
+	}
+	return &Cgroup{path: path, v1: c}, nil
+}
+
+// Path is the cgroup's path relative to the cgroup root.
+func (c *Cgroup) Path() string { return c.path }
+
+// Add moves process pid into the cgroup.
+func (c *Cgroup) Add(pid int) error {
+	var err error
+	if c.v2 != nil {
+		err = c.v2.AddProc(uint64(pid))
+	} else {
+		err = c.v1.Add(cgroup1.Process{Pid: pid})
+	}
+	if err != nil {
+		return fmt.Errorf("add process %d to cgroup %s: %w", pid, c.path, err)
+	}
+	return nil
+}
+
+// Pids lists the processes in the cgroup.
+func (c *Cgroup) Pids() ([]int, error) {
+	var pids []int
+	if c.v2 != nil {
+		ps, err := c.v2.Procs(true)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			pids = append(pids, int(p))
+		}
+		return pids, nil
+	}
+	ps, err := c.v1.Processes(cgroup1.Freezer, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		pids = append(pids, p.Pid)
+	}
+	return pids, nil
+}
+
+// KillAll sends SIGKILL to every process in the cgroup, frozen first so that none can
+// fork away, and waits until they are gone (up to timeout).
+func (c *Cgroup) KillAll(timeout time.Duration) error {
+	if c.v2 != nil {
+		if err := c.v2.Kill(); err != nil {
+			return fmt.Errorf("kill cgroup %s: %w", c.path, err)
+		}
+	} else {
+		_ = c.v1.Freeze()
+		pids, err := c.Pids()
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		_ = c.v1.Thaw()
+		if err != nil {
+			return fmt.Errorf("list cgroup %s: %w", c.path, err)
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, err := c.Pids()
+		if err != nil || len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s still has processes %v", c.path, pids)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// OOMKills is how many processes the kernel's OOM killer ended in this cgroup.
+func (c *Cgroup) OOMKills() int {
+	var file, key string
+	if c.v2 != nil {
+		file, key = filepath.Join(Root, c.path, "memory.events"), "oom_kill"
+	} else {
+		file, key = filepath.Join(Root, "memory", c.path, "memory.oom_control"), "oom_kill"
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == key {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+// Delete removes the cgroup, which must hold no process.
+func (c *Cgroup) Delete() error {
+	var err error
+	if c.v2 != nil {
+		err = c.v2.Delete()
+	} else {
+		err = c.v1.Delete()
+	}
+	if err != nil {
+		return fmt.Errorf("remove cgroup %s: %w", c.path, err)
+	}
+	return nil
+}

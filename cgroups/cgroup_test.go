@@ -1,0 +1,72 @@
+package cgroups
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func needCgroupRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("creating cgroups needs root")
+	}
+	if unified() {
+		t.Skip("this test reads cgroup v1 files; cgroup v2 is tested in a VM")
+	}
+}
+
+func TestCgroupLifecycleV1(t *testing.T) {
+	needCgroupRoot(t)
+	path := fmt.Sprintf("/enroot-cri-test/%s-%d", t.Name(), os.Getpid())
+	limit := int64(64 << 20)
+	shares := uint64(512)
+	c, err := Create(path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}, CPU: &specs.LinuxCPU{Shares: &shares}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob(filepath.Join(Root, "*", "enroot-cri-test"))
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
+	})
+
+	read := func(ctrl, file string) string {
+		data, err := os.ReadFile(filepath.Join(Root, ctrl, path, file))
+		require.NoError(t, err)
+		return strings.TrimSpace(string(data))
+	}
+	assert.Equal(t, "67108864", read("memory", "memory.limit_in_bytes"))
+	assert.Equal(t, "512", read("cpu", "cpu.shares"))
+
+	cmd := exec.Command("sleep", "1000")
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	require.NoError(t, c.Add(cmd.Process.Pid))
+	pids, err := c.Pids()
+	require.NoError(t, err)
+	assert.Equal(t, []int{cmd.Process.Pid}, pids)
+
+	require.NoError(t, c.KillAll(5*time.Second))
+	select {
+	case err := <-done:
+		assert.ErrorContains(t, err, "killed")
+	case <-time.After(5 * time.Second):
+		t.Fatal("process survived KillAll")
+	}
+	assert.Equal(t, 0, c.OOMKills())
+	require.NoError(t, c.Delete())
+	for _, ctrl := range []string{"memory", "cpu", "pids", "freezer", "devices"} {
+		assert.NoDirExists(t, filepath.Join(Root, ctrl, path))
+	}
+	_, err = Load(path)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
