@@ -15,6 +15,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/daemon"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
+	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/version"
 )
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return internal(args, container.RunShim, stderr)
 	case "init": // internal: a container's first process, started by its shim
 		return internal(args, container.RunInit, stderr)
+	case "pod-holder": // internal: PID 1 of a pod's shared PID namespace
+		return internal(args, func(string) error { return sandbox.RunHolder() }, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintf(stdout, usage, config.DefaultPath)
 		return 0

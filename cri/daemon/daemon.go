@@ -41,7 +41,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	}
 	defer os.Remove(cfg.Socket)
 
-	srv := server.New(cfg, log)
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		return err
+	}
 	g := grpc.NewServer(grpc.UnaryInterceptor(srv.UnaryInterceptor),
 		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
 	srv.Register(g)
@@ -54,7 +57,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 		g.Stop()
 		return err
 	}
-	srv.Ready(images)
+	if err := srv.Ready(images); err != nil {
+		g.Stop()
+		return fmt.Errorf("recover pods and containers: %w", err)
+	}
 	log.Info("enroot-cri ready", "root", cfg.Root, "images", len(images.List()))
 	if ready != nil {
 		close(ready)

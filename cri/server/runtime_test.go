@@ -42,7 +42,7 @@ func TestStatusReflectsCNIConfiguration(t *testing.T) {
 	assert.Equal(t, "NetworkPluginNotReady", c[runtimeapi.NetworkReady].Reason)
 
 	require.NoError(t, os.MkdirAll(h.cfg.CNI.ConfDir, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(h.cfg.CNI.ConfDir, "10-bridge.conflist"), []byte(`{}`), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(h.cfg.CNI.ConfDir, "10-bridge.conflist"), []byte(`{"cniVersion":"1.0.0","name":"t","plugins":[{"type":"loopback"}]}`), 0o644))
 	assert.True(t, cond()[runtimeapi.NetworkReady].Status)
 }
 
@@ -58,9 +58,9 @@ func TestRuntimeConfigReportsCgroupDriver(t *testing.T) {
 	}
 }
 
-func TestPodRPCsAreNotImplementedYet(t *testing.T) {
+func TestStreamingRPCsAreNotImplementedYet(t *testing.T) {
 	h := newHarness(t, nil)
 	h.ready(t, nil)
-	_, err := h.runtime.RunPodSandbox(bg, &runtimeapi.RunPodSandboxRequest{})
+	_, err := h.runtime.ExecSync(bg, &runtimeapi.ExecSyncRequest{})
 	requireCode(t, codes.Unimplemented, err)
 }

@@ -1,38 +1,71 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/config"
+	"github.com/enroot-cri/enroot-cri/cri/network"
+	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 )
 
 // Server implements runtimeapi.RuntimeServiceServer and runtimeapi.ImageServiceServer.
-// RPCs of the runtime service that are not built yet answer Unimplemented.
+// RPCs not built yet answer Unimplemented.
 type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg    config.Config
-	images *image.Store
-	log    *slog.Logger
-	ready  atomic.Bool
+	cfg     config.Config
+	log     *slog.Logger
+	ready   atomic.Bool
+	images  *image.Store
+	recs    *records
+	engine  *container.Engine
+	mounts  *container.ImageMounts
+	network *network.Manager
+	exe     string
+	driver  cgroups.Driver
 }
 
-// New returns a server that answers Unavailable until Ready gives it its recovered
-// state.
-func New(cfg config.Config, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, log: log}
+// New returns a server that answers Unavailable until Ready.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	recs, err := newRecords(filepath.Join(cfg.Root, "records"))
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg: cfg, log: log, recs: recs, exe: exe, driver: cgroups.Driver(cfg.Cgroups.Driver),
+		engine: &container.Engine{
+			StateDir: filepath.Join(cfg.State, "containers"),
+			RootDir:  filepath.Join(cfg.Root, "containers"),
+			Exe:      exe,
+		},
+		mounts:  &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")},
+		network: &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")},
+	}, nil
 }
 
-// Ready hands the server its recovered image store and lets calls through.
-func (s *Server) Ready(images *image.Store) {
+// Ready recovers pods and containers, takes the recovered image store, and lets calls
+// through.
+func (s *Server) Ready(images *image.Store) error {
 	s.images = images
+	if err := s.recover(); err != nil {
+		return err
+	}
 	s.ready.Store(true)
+	return nil
 }
 
 // Register adds both CRI services to g.
@@ -40,3 +73,5 @@ func (s *Server) Register(g *grpc.Server) {
 	runtimeapi.RegisterRuntimeServiceServer(g, s)
 	runtimeapi.RegisterImageServiceServer(g, s)
 }
+
+func (s *Server) podDir(id string) string { return filepath.Join(s.cfg.State, "pods", id) }

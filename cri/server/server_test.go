@@ -43,7 +43,8 @@ func newHarness(t *testing.T, edit func(*config.Config)) *harness {
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
 	g := grpc.NewServer(grpc.UnaryInterceptor(srv.UnaryInterceptor))
 	srv.Register(g)
 	l, err := net.Listen("unix", cfg.Socket)
@@ -68,7 +69,7 @@ func (h *harness) ready(t *testing.T, hosts map[string]image.Host) {
 	store, err := image.Open(image.Options{Root: h.cfg.Root, Hosts: hosts,
 		SquashOptions: enroot.DefaultSquashOptions, MaxConcurrentDownloads: 2})
 	require.NoError(t, err)
-	h.srv.Ready(store)
+	require.NoError(t, h.srv.Ready(store))
 }
 
 func (h *harness) startRegistry(t *testing.T) *testregistry.Registry {

@@ -27,7 +27,9 @@ type Config struct {
 	// UpperDir and WorkDir hold the container's writable overlay layer.
 	UpperDir string `json:"upper_dir"`
 	WorkDir  string `json:"work_dir"`
-	// LogPath receives stdout and stderr in the CRI log format.
+	// Volumes are directories created in the root (the image's volumes).
+	Volumes []string `json:"volumes,omitempty"`
+	// LogPath receives stdout and stderr in the CRI log format; empty discards them.
 	LogPath   string `json:"log_path"`
 	Stdin     bool   `json:"stdin"`
 	StdinOnce bool   `json:"stdin_once"`

@@ -37,7 +37,7 @@ func (m *ImageMounts) Acquire(ctx context.Context, id, squashfs string) (string,
 		m.refs = map[string]int{}
 	}
 	dir := m.dir(id)
-	if m.refs[id] == 0 && !isMountpoint(dir) {
+	if !isMountpoint(dir) { // not yet, or no longer (after a reboot)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return "", fmt.Errorf("create image mountpoint: %w", err)
 		}

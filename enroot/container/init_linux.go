@@ -98,6 +98,13 @@ func setupRootfs(bundle string, cfg *Config) error {
 		return fmt.Errorf("open rootfs: %w", err)
 	}
 	defer unix.Close(rootfd)
+	for _, v := range cfg.Volumes {
+		fd, err := inroot.MkdirAll(rootfd, v, 0o755)
+		if err != nil {
+			return fmt.Errorf("create volume %s: %w", v, err)
+		}
+		unix.Close(fd)
+	}
 	for _, m := range cfg.Spec.Mounts {
 		if err := mountInto(rootfd, m); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)

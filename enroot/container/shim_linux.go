@@ -182,10 +182,14 @@ func setns(path string) error {
 // its output to the CRI log.
 func (s *shim) setupStdio() error {
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := os.MkdirAll(filepath.Dir(s.cfg.LogPath), 0o755); err != nil {
+	logPath := s.cfg.LogPath
+	if logPath == "" {
+		logPath = os.DevNull
+	}
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
-	logFile, err := os.OpenFile(s.cfg.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("open container log: %w", err)
 	}

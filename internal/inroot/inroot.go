@@ -7,6 +7,8 @@ package inroot
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path"
 
 	"golang.org/x/sys/unix"
@@ -90,3 +92,20 @@ func CreateFile(rootfd int, rel string) (int, error) {
 // ProcPath is the path through which the kernel reaches the file fd refers to; mount
 // and other path-taking calls use it so that they act on exactly that file.
 func ProcPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
+// ReadFile reads file rel of the tree at root (a directory path), resolving every
+// component inside the tree.
+func ReadFile(root, rel string) ([]byte, error) {
+	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(rootfd)
+	fd, err := open(rootfd, rel, unix.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 16<<20))
+}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/enroot/image"
+	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
+)
+
+// CreateContainer creates a container in a pod: the image's squashfs is mounted (once
+// per image), the container's cgroup made, and its init set up and waiting for
+// StartContainer. A failure leaves nothing behind.
+func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (_ *runtimeapi.CreateContainerResponse, err error) {
+	cfg := req.GetConfig()
+	if err := validateContainer(cfg); err != nil {
+		return nil, err
+	}
+	pod, err := s.recs.pod(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.recs.lock(pod.ID)
+	defer unlock()
+	if pod, err = s.recs.pod(pod.ID); err != nil {
+		return nil, err
+	}
+	if pod.State != podReady {
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", pod.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := s.checkContainerName(pod.ID, cfg.GetMetadata()); err != nil {
+		return nil, err
+	}
+	img, err := s.images.Get(cfg.GetImage().GetImage())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, fmt.Errorf("config.image %q is not on this node; pull it first: %w", cfg.GetImage().GetImage(), err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	id := newID()
+	ctx = logging.With(ctx, logging.From(ctx).With("container", cfg.GetMetadata().GetName(), "container_id", id))
+	var u undo
+	defer u.run(ctx, &err)
+	rec, err := s.createContainer(ctx, &u, id, pod, cfg, img)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.recs.saveContainer(rec); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *podRecord,
+	cfg *runtimeapi.ContainerConfig, img *image.Image) (*containerRecord, error) {
+	root, err := s.mounts.Acquire(ctx, img.ID, img.Squashfs)
+	if err != nil {
+		return nil, err
+	}
+	u.push(func() error { return s.mounts.Release(img.ID) })
+	sc := cfg.GetLinux().GetSecurityContext()
+	user, err := resolveUser(userRequest{
+		UID: optional(sc.GetRunAsUser()), GID: optional(sc.GetRunAsGroup()), Username: sc.GetRunAsUsername(),
+		Supplemental: sc.GetSupplementalGroups(), ImageUser: img.User, imageRoot: root,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ccfg, err := s.containerConfig(id, pod, cfg, img, root, user)
+	if err != nil {
+		return nil, err
+	}
+	cgPath, err := cgroups.ContainerPath(s.driver, pod.config.GetLinux().GetCgroupParent(), id)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := cgroups.Create(cgPath, resources(cfg.GetLinux().GetResources()))
+	if err != nil {
+		return nil, err
+	}
+	u.push(func() error { _ = cg.KillAll(10 * time.Second); return cg.Delete() })
+	pid, err := s.engine.Create(ctx, ccfg)
+	if err != nil {
+		return nil, err
+	}
+	u.push(func() error { return s.engine.Delete(id) })
+	if err := cg.Add(pid); err != nil {
+		return nil, err
+	}
+	rec := &containerRecord{
+		ID: id, PodID: pod.ID, ImageID: img.ID, ImageRef: imageRef(img), State: containerCreated,
+		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, StopSignal: img.StopSignal,
+		UID: user.UID, GID: user.GID, Groups: user.Groups, config: cfg,
+	}
+	if rec.Config, err = protojson.Marshal(cfg); err != nil {
+		return nil, fmt.Errorf("encode container config: %w", err)
+	}
+	return rec, nil
+}
+
+func validateContainer(cfg *runtimeapi.ContainerConfig) error {
+	switch {
+	case cfg == nil:
+		return fmt.Errorf("config is missing: %w", errdefs.ErrInvalidArgument)
+	case cfg.GetMetadata().GetName() == "":
+		return fmt.Errorf("config.metadata.name is empty: %w", errdefs.ErrInvalidArgument)
+	case cfg.GetImage().GetImage() == "":
+		return fmt.Errorf("config.image.image is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkContainerName refuses a second container with the same name and attempt in a
+// pod.
+func (s *Server) checkContainerName(podID string, md *runtimeapi.ContainerMetadata) error {
+	for _, c := range s.recs.containersOf(podID) {
+		cm := c.config.GetMetadata()
+		if cm.GetName() == md.GetName() && cm.GetAttempt() == md.GetAttempt() {
+			return fmt.Errorf("container name %q (attempt %d) is already used by container %s in pod %s: %w",
+				md.GetName(), md.GetAttempt(), c.ID, podID, errdefs.ErrAlreadyExists)
+		}
+	}
+	return nil
+}
+
+// imageRef is what ContainerStatus reports as image_ref: a repo digest, else the ID.
+func imageRef(img *image.Image) string {
+	if len(img.RepoDigests) > 0 {
+		return img.RepoDigests[0]
+	}
+	return img.ID
+}
+
+func optional(v *runtimeapi.Int64Value) *int64 {
+	if v == nil {
+		return nil
+	}
+	x := v.GetValue()
+	return &x
+}

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/errdefs"
+)
+
+// RemoveContainer kills the container if it runs and removes it: processes, writable
+// layer, cgroup, its use of the image mount, and record. Removing an unknown container
+// succeeds.
+func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	c, err := s.recs.container(req.GetContainerId())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveContainerResponse{}, s.removeContainer(ctx, c.ID)
+}
+
+func (s *Server) removeContainer(ctx context.Context, id string) error {
+	unlock := s.recs.lock(id)
+	defer unlock()
+	c, err := s.recs.container(id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.stopContainer(ctx, id, 0); err != nil {
+		return err
+	}
+	if err := s.engine.Delete(id); err != nil {
+		return err
+	}
+	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+		if err := cg.Delete(); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := s.mounts.Release(c.ImageID); err != nil {
+		return err
+	}
+	if err := s.recs.deleteContainer(id); err != nil {
+		return err
+	}
+	s.recs.locks.Delete(id)
+	return nil
+}

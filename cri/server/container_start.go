@@ -1,0 +1,41 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/errdefs"
+)
+
+// StartContainer releases a created container into its command.
+func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	c, err := s.recs.container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	unlock := s.recs.lock(c.ID)
+	defer unlock()
+	c = s.refresh(ctx, c.ID)
+	if c == nil || c.State != containerCreated {
+		state := "removed"
+		if c != nil {
+			state = c.State
+		}
+		return nil, fmt.Errorf("container %s is %s; only a created container can start: %w", req.GetContainerId(), state, errdefs.ErrFailedPrecondition)
+	}
+	updated := *c
+	if err := s.engine.Start(ctx, c.ID); err != nil {
+		updated.State, updated.ExitCode, updated.Reason, updated.Message = containerExited, 128, "StartError", err.Error()
+		updated.FinishedAt = time.Now()
+		_ = s.recs.saveContainer(&updated)
+		return nil, err
+	}
+	updated.State, updated.StartedAt = containerRunning, time.Now()
+	if err := s.recs.saveContainer(&updated); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}

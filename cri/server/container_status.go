@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
+)
+
+// ContainerStatus reports a container's state, times, exit code and reason.
+func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	c, err := s.recs.container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if fresh := s.refresh(ctx, c.ID); fresh != nil {
+		c = fresh
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c)}
+	if req.GetVerbose() {
+		info, err := json.Marshal(map[string]any{
+			"pid": s.engine.State(c.ID).InitPid, "sandboxID": c.PodID, "cgroupPath": c.CgroupPath,
+			"bundle": s.engine.Bundle(c.ID), "imageID": c.ImageID,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encode container info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func containerState(c *containerRecord) runtimeapi.ContainerState {
+	switch c.State {
+	case containerCreated:
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	case containerRunning:
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	default:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func containerStatus(c *containerRecord) *runtimeapi.ContainerStatus {
+	cfg := c.config
+	groups := append([]int64(nil), c.Groups...)
+	return &runtimeapi.ContainerStatus{
+		Id: c.ID, Metadata: cfg.GetMetadata(), State: containerState(c),
+		CreatedAt: unixNano(c.CreatedAt), StartedAt: unixNano(c.StartedAt), FinishedAt: unixNano(c.FinishedAt),
+		ExitCode: c.ExitCode, Image: cfg.GetImage(), ImageRef: c.ImageRef, ImageId: c.ImageID,
+		Reason: c.Reason, Message: c.Message, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
+		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
+		Resources: &runtimeapi.ContainerResources{Linux: cfg.GetLinux().GetResources()},
+		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
+			Uid: c.UID, Gid: c.GID, SupplementalGroups: groups,
+		}},
+	}
+}
+
+// refresh brings a created or running container's record up to date with its shim:
+// an exit it recorded, or a shim that is gone. It returns the current record, or nil
+// when the container no longer exists.
+func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
+	c, err := s.recs.container(id)
+	if err != nil {
+		return nil
+	}
+	if c.State == containerExited {
+		return c
+	}
+	st := s.engine.State(id)
+	updated := *c
+	switch {
+	case st.Exit != nil:
+		updated.ExitCode, updated.FinishedAt = int32(st.Exit.Code), st.Exit.FinishedAt
+		updated.Reason = "Completed"
+		if st.Exit.Code != 0 {
+			updated.Reason = "Error"
+		}
+		if cg, err := cgroups.Load(c.CgroupPath); err == nil && cg.OOMKills() > 0 {
+			updated.Reason = "OOMKilled"
+		}
+	case !st.ShimAlive:
+		updated.ExitCode, updated.FinishedAt, updated.Reason = 255, time.Now(), "Unknown"
+		updated.Message = "the container's monitor ended without recording an exit status (was the node restarted?)"
+	default:
+		return c
+	}
+	updated.State = containerExited
+	if err := s.recs.saveContainer(&updated); err != nil {
+		logging.From(ctx).Error("save container record", "container_id", id, "error", err)
+	}
+	return &updated
+}

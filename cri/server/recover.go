@@ -1,0 +1,75 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
+)
+
+// recover loads every pod and container record, brings their states up to date (a
+// container that exited while the daemon was down shows its exit code; after a reboot
+// every container is exited and every pod not ready), restores the image mount counts
+// and removes what half-finished operations left.
+func (s *Server) recover() error {
+	ctx := logging.With(context.Background(), s.log.With("phase", "recover"))
+	if err := s.recs.load(); err != nil {
+		return err
+	}
+	for _, p := range s.recs.allPods() {
+		alive := p.Sandbox.Pinned() && (p.Sandbox.PIDNS == "" || p.Sandbox.HolderAlive())
+		if p.State == podReady && !alive {
+			updated := *p
+			updated.State = podNotReady
+			if err := s.recs.savePod(&updated); err != nil {
+				return err
+			}
+		}
+	}
+	inUse := map[string]int{}
+	for _, c := range s.recs.allContainers() {
+		s.refresh(ctx, c.ID)
+		inUse[c.ImageID]++
+	}
+	if err := s.mounts.Recover(inUse); err != nil {
+		return err
+	}
+	return s.removeDebris(ctx)
+}
+
+// removeDebris removes bundles, writable layers and pod directories that no record
+// owns: what a create interrupted by a crash left.
+func (s *Server) removeDebris(ctx context.Context) error {
+	var errs []error
+	for _, dir := range []string{s.engine.StateDir, s.engine.RootDir} {
+		entries, err := os.ReadDir(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("list %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			if _, err := s.recs.container(e.Name()); err != nil {
+				logging.From(ctx).Info("removing leftover container", "container_id", e.Name())
+				errs = append(errs, s.engine.Delete(e.Name()))
+			}
+		}
+	}
+	podDirs, err := os.ReadDir(filepath.Join(s.cfg.State, "pods"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("list pod directories: %w", err)
+	}
+	for _, e := range podDirs {
+		if _, err := s.recs.pod(e.Name()); err != nil {
+			logging.From(ctx).Info("removing leftover pod sandbox", "pod_id", e.Name())
+			sb := sandbox.Sandbox{Dir: s.podDir(e.Name())}
+			errs = append(errs, sb.Destroy())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,174 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/cri/network"
+	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
+	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
+)
+
+// RunPodSandbox creates a pod: its namespaces, shared memory, network and DNS files.
+// A failure leaves no namespace, mount or IP address behind.
+func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (_ *runtimeapi.RunPodSandboxResponse, err error) {
+	cfg := req.GetConfig()
+	handler, err := s.validatePod(cfg, req.GetRuntimeHandler())
+	if err != nil {
+		return nil, err
+	}
+	id := newID()
+	ctx = logging.With(ctx, logging.From(ctx).With("pod", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod_id", id))
+	var u undo
+	defer u.run(ctx, &err)
+
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
+	sb, err := sandbox.Create(s.podDir(id), sandbox.Options{
+		Net: !hostNet, UTS: !hostNet, IPC: nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE,
+		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD,
+		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(), Exe: s.exe,
+	})
+	var serr *sandbox.SysctlError
+	if errors.As(err, &serr) {
+		return nil, fmt.Errorf("config.linux.sysctls: %w", errdefs.WithKind(err, errdefs.ErrInvalidArgument))
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.push(sb.Destroy)
+
+	rec := &podRecord{ID: id, Handler: handler, State: podReady, CreatedAt: time.Now(), Sandbox: *sb, config: cfg}
+	if !hostNet {
+		pod := networkPod(rec)
+		rec.IPs, err = s.network.Setup(ctx, pod)
+		if err != nil {
+			return nil, err
+		}
+		rec.Networked = true
+		u.push(func() error { return s.network.Teardown(context.WithoutCancel(ctx), pod) })
+	}
+	if err := writePodFiles(sb.Dir, cfg, rec.IPs, hostNet); err != nil {
+		return nil, err
+	}
+	if rec.Config, err = protojson.Marshal(cfg); err != nil {
+		return nil, fmt.Errorf("encode pod config: %w", err)
+	}
+	if err := s.recs.savePod(rec); err != nil {
+		return nil, err
+	}
+	logging.From(ctx).Info("pod sandbox ready", "ips", rec.IPs, "host_network", hostNet)
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// validatePod checks a pod config and returns the runtime handler to use.
+func (s *Server) validatePod(cfg *runtimeapi.PodSandboxConfig, handler string) (string, error) {
+	md := cfg.GetMetadata()
+	switch {
+	case cfg == nil:
+		return "", fmt.Errorf("config is missing: %w", errdefs.ErrInvalidArgument)
+	case md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "":
+		return "", fmt.Errorf("config.metadata needs name, namespace and uid (got %q, %q, %q): %w",
+			md.GetName(), md.GetNamespace(), md.GetUid(), errdefs.ErrInvalidArgument)
+	}
+	if handler == "" {
+		handler = s.cfg.DefaultRuntime
+	}
+	if _, ok := s.cfg.Runtimes[handler]; !ok {
+		return "", fmt.Errorf("runtime_handler %q is not configured; configured handlers: %s: %w",
+			handler, strings.Join(s.cfg.RuntimeHandlers(), ", "), errdefs.ErrInvalidArgument)
+	}
+	for _, p := range s.recs.allPods() {
+		pm := p.config.GetMetadata()
+		if pm.GetName() == md.GetName() && pm.GetNamespace() == md.GetNamespace() &&
+			pm.GetUid() == md.GetUid() && pm.GetAttempt() == md.GetAttempt() {
+			return "", fmt.Errorf("pod name %s/%s (uid %s, attempt %d) is already used by pod sandbox %s: %w",
+				md.GetNamespace(), md.GetName(), md.GetUid(), md.GetAttempt(), p.ID, errdefs.ErrAlreadyExists)
+		}
+	}
+	return handler, nil
+}
+
+func networkPod(p *podRecord) network.Pod {
+	md := p.config.GetMetadata()
+	pod := network.Pod{ID: p.ID, Name: md.GetName(), Namespace: md.GetNamespace(), UID: md.GetUid(), NetNS: p.Sandbox.NetNS}
+	for _, pm := range p.config.GetPortMappings() {
+		if pm.GetHostPort() <= 0 {
+			continue
+		}
+		pod.PortMappings = append(pod.PortMappings, network.PortMapping{
+			HostPort: pm.GetHostPort(), ContainerPort: pm.GetContainerPort(),
+			Protocol: strings.ToLower(pm.GetProtocol().String()), HostIP: pm.GetHostIp(),
+		})
+	}
+	return pod
+}
+
+// writePodFiles writes the hostname, resolv.conf and hosts files the pod's
+// containers get.
+func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig, ips []string, hostNet bool) error {
+	hostname := cfg.GetHostname()
+	if hostNet || hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	resolv, err := resolvConf(cfg.GetDnsConfig())
+	if err != nil {
+		return err
+	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if hostNet {
+		data, err := os.ReadFile("/etc/hosts")
+		if err != nil {
+			return fmt.Errorf("read host /etc/hosts: %w", err)
+		}
+		hosts = string(data)
+	} else if len(ips) > 0 {
+		hosts += ips[0] + "\t" + hostname + "\n"
+	}
+	for name, content := range map[string]string{"hostname": hostname + "\n", "resolv.conf": resolv, "hosts": hosts} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write pod %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// resolvConf renders the pod's DNS configuration, or the host's when it has none.
+func resolvConf(dns *runtimeapi.DNSConfig) (string, error) {
+	if len(dns.GetServers()) == 0 && len(dns.GetSearches()) == 0 && len(dns.GetOptions()) == 0 {
+		data, err := os.ReadFile("/etc/resolv.conf")
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("read host /etc/resolv.conf: %w", err)
+		}
+		return string(data), nil
+	}
+	var b strings.Builder
+	for _, srv := range dns.GetServers() {
+		b.WriteString("nameserver " + srv + "\n")
+	}
+	if len(dns.GetSearches()) > 0 {
+		b.WriteString("search " + strings.Join(dns.GetSearches(), " ") + "\n")
+	}
+	if len(dns.GetOptions()) > 0 {
+		b.WriteString("options " + strings.Join(dns.GetOptions(), " ") + "\n")
+	}
+	return b.String(), nil
+}
+
+// newID returns a 64-hex-digit identifier, as containerd's.
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
