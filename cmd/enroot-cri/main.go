@@ -50,7 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "shim": // internal: the per-container monitor the daemon starts
 		return internal(args, container.RunShim, stderr)
 	case "init": // internal: a container's first process, started by its shim
-		return internal(args, container.RunInit, stderr)
+		// Its stderr is the container's: failures go to the shim, not into the log.
+		return internal(args, container.RunInit, io.Discard)
 	case "pod-holder": // internal: PID 1 of a pod's shared PID namespace
 		return internal(args, func(string) error { return sandbox.RunHolder() }, stderr)
 	case "help", "-h", "--help":

@@ -143,20 +143,28 @@ func mountInto(rootfd int, m specs.Mount) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(target)
 	dest := inroot.ProcPath(target)
 	if opts.bind {
-		if err := unix.Mount(m.Source, dest, "", opts.flags&^unix.MS_RDONLY, ""); err != nil {
-			return err
-		}
-		if opts.flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
-			// Bind mounts take ro, nosuid and friends only on a remount.
-			if err := unix.Mount("", dest, "", opts.flags|unix.MS_REMOUNT, ""); err != nil {
-				return fmt.Errorf("remount: %w", err)
-			}
-		}
-	} else if err := unix.Mount(m.Source, dest, m.Type, opts.flags, opts.dataString()); err != nil {
+		err = unix.Mount(m.Source, dest, "", opts.flags&^unix.MS_RDONLY, "")
+	} else {
+		err = unix.Mount(m.Source, dest, m.Type, opts.flags, opts.dataString())
+	}
+	unix.Close(target)
+	if err != nil {
 		return err
+	}
+	// The descriptor named the directory under the new mount; reopen to reach the mount.
+	mounted, err := inroot.OpenPath(rootfd, m.Destination)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mounted)
+	dest = inroot.ProcPath(mounted)
+	if opts.bind && opts.flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
+		// Bind mounts take ro, nosuid and friends only on a remount.
+		if err := unix.Mount("", dest, "", opts.flags&^unix.MS_REC|unix.MS_REMOUNT|unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("remount: %w", err)
+		}
 	}
 	for _, p := range opts.propagation {
 		if err := unix.Mount("", dest, "", p, ""); err != nil {
