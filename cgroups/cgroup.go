@@ -22,8 +22,11 @@ const Root = "/sys/fs/cgroup"
 // Cgroup is one container's cgroup.
 type Cgroup struct {
 	path string
-	v1   cgroup1.Cgroup
-	v2   *cgroup2.Manager
+	// Created are the ancestors Create made because they did not exist, deepest
+	// last; RemoveAncestors removes them once empty.
+	Created []string
+	v1      cgroup1.Cgroup
+	v2      *cgroup2.Manager
 }
 
 // unified reports whether the host runs a pure cgroup v2 hierarchy.
@@ -35,18 +38,60 @@ func Create(path string, resources *specs.LinuxResources) (*Cgroup, error) {
 	if resources == nil {
 		resources = &specs.LinuxResources{}
 	}
+	created := missingAncestors(path)
 	if unified() {
 		m, err := cgroup2.NewManager(Root, path, cgroup2.ToResources(resources))
 		if err != nil {
 			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 		}
-		return &Cgroup{path: path, v2: m}, nil
+		return &Cgroup{path: path, v2: m, Created: created}, nil
 	}
 	c, err := cgroup1.New(cgroup1.StaticPath(path), resources)
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 	}
-	return &Cgroup{path: path, v1: c}, nil
+	return &Cgroup{path: path, v1: c, Created: created}, nil
+}
+
+// hierarchies are the directories a cgroup path lives in: each v1 controller's, or the
+// unified one.
+func hierarchies() []string {
+	if unified() {
+		return []string{Root}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(Root, "*"))
+	var out []string
+	for _, d := range dirs {
+		if st, err := os.Lstat(d); err == nil && st.IsDir() && filepath.Base(d) != "unified" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// missingAncestors lists the ancestors of path that do not exist yet, top first.
+func missingAncestors(path string) []string {
+	probe := filepath.Join(Root, "memory")
+	if unified() {
+		probe = Root
+	}
+	var missing []string
+	for dir := filepath.Dir(path); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(probe, dir)); errors.Is(err, os.ErrNotExist) {
+			missing = append([]string{dir}, missing...)
+		}
+	}
+	return missing
+}
+
+// RemoveAncestors removes cgroups that Create made as ancestors (Created), deepest
+// first, where they are empty; one still in use by another container stays.
+func RemoveAncestors(created []string) {
+	for i := len(created) - 1; i >= 0; i-- {
+		for _, h := range hierarchies() {
+			_ = os.Remove(filepath.Join(h, created[i])) // EBUSY while in use: leave it
+		}
+	}
 }
 
 // Load opens an existing cgroup; a missing one is os.ErrNotExist.

@@ -17,8 +17,9 @@ const (
 	Systemd  Driver = "systemd"
 )
 
-// defaultParent holds containers whose pod names no cgroup parent.
-const defaultParent = "/enroot-cri"
+// DefaultParent holds containers whose pod names no cgroup parent; it belongs to
+// enroot-cri, which removes it when empty.
+const DefaultParent = "/enroot-cri"
 
 // ContainerPath is the cgroup path of container id under parent, the cgroup_parent the
 // kubelet sends ("/kubepods/burstable/pod<uid>" for cgroupfs,
@@ -27,7 +28,7 @@ func ContainerPath(driver Driver, parent, id string) (string, error) {
 	switch driver {
 	case Systemd:
 		if parent == "" {
-			return path.Join(defaultParent, id), nil
+			return path.Join(DefaultParent, id), nil
 		}
 		dir, err := ExpandSlice(parent)
 		if err != nil {
@@ -36,7 +37,7 @@ func ContainerPath(driver Driver, parent, id string) (string, error) {
 		return path.Join(dir, "enroot-cri-"+id+".scope"), nil
 	default:
 		if parent == "" {
-			parent = defaultParent
+			parent = DefaultParent
 		}
 		if !path.IsAbs(parent) {
 			return "", fmt.Errorf("cgroup_parent %q must be an absolute cgroupfs path with the cgroupfs driver: %w",

@@ -86,7 +86,12 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	if err != nil {
 		return nil, err
 	}
-	u.push(func() error { _ = cg.KillAll(10 * time.Second); return cg.Delete() })
+	u.push(func() error {
+		_ = cg.KillAll(killWait)
+		err := cg.Delete()
+		cgroups.RemoveAncestors(cg.Created)
+		return err
+	})
 	pid, err := s.engine.Create(ctx, ccfg)
 	if err != nil {
 		return nil, err
@@ -97,7 +102,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	}
 	rec := &containerRecord{
 		ID: id, PodID: pod.ID, ImageID: img.ID, ImageRef: imageRef(img), State: containerCreated,
-		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, StopSignal: img.StopSignal,
+		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, CgroupParents: cg.Created, StopSignal: img.StopSignal,
 		UID: user.UID, GID: user.GID, Groups: user.Groups, config: cfg,
 	}
 	if rec.Config, err = protojson.Marshal(cfg); err != nil {

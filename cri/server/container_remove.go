@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -48,6 +49,11 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	parents := c.CgroupParents
+	if strings.HasPrefix(c.CgroupPath, cgroups.DefaultParent+"/") {
+		parents = append([]string{cgroups.DefaultParent}, parents...)
+	}
+	cgroups.RemoveAncestors(parents)
 	if err := s.mounts.Release(c.ImageID); err != nil {
 		return err
 	}

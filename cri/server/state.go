@@ -66,10 +66,12 @@ type containerRecord struct {
 	Message    string          `json:"message,omitempty"`
 	LogPath    string          `json:"log_path,omitempty"`
 	CgroupPath string          `json:"cgroup_path"`
-	StopSignal string          `json:"stop_signal,omitempty"`
-	UID        int64           `json:"uid"`
-	GID        int64           `json:"gid"`
-	Groups     []int64         `json:"groups,omitempty"`
+	// CgroupParents are ancestors of CgroupPath this container's create made.
+	CgroupParents []string `json:"cgroup_parents,omitempty"`
+	StopSignal    string   `json:"stop_signal,omitempty"`
+	UID           int64    `json:"uid"`
+	GID           int64    `json:"gid"`
+	Groups        []int64  `json:"groups,omitempty"`
 
 	config *runtimeapi.ContainerConfig
 }
