@@ -46,6 +46,7 @@ type daemon struct {
 	dir, socket, config string
 	cmd                 *exec.Cmd
 	log                 *bytes.Buffer
+	conn                *grpc.ClientConn
 	runtime             runtimeapi.RuntimeServiceClient
 	images              runtimeapi.ImageServiceClient
 }
@@ -69,10 +70,19 @@ func (d *daemon) start(t *testing.T) {
 	d.log = &bytes.Buffer{}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	require.NoError(t, d.cmd.Start())
-	t.Cleanup(func() { d.kill() })
+	if d.conn == nil {
+		// Once, and first: cleanups run last-registered first, so later ones (pod
+		// removal) still have a daemon and a connection.
+		t.Cleanup(func() {
+			d.conn.Close()
+			d.kill()
+		})
+	} else {
+		d.conn.Close()
+	}
 	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
+	d.conn = conn
 	d.runtime = runtimeapi.NewRuntimeServiceClient(conn)
 	d.images = runtimeapi.NewImageServiceClient(conn)
 	deadline := time.Now().Add(30 * time.Second)

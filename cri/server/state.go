@@ -266,9 +266,11 @@ func readRecords[T any](dir string) ([]*T, error) {
 		var v struct {
 			Version int `json:"version"`
 		}
-		if err := json.Unmarshal(data, &v); err != nil || v.Version != recordVersion {
-			return nil, fmt.Errorf("record %s has version %d (this enroot-cri reads %d) or is damaged: %v",
-				path, v.Version, recordVersion, err)
+		if err := json.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("record %s is damaged: %w", path, err)
+		}
+		if v.Version != recordVersion {
+			return nil, fmt.Errorf("record %s has version %d; this enroot-cri reads version %d", path, v.Version, recordVersion)
 		}
 		rec := new(T)
 		if err := json.Unmarshal(data, rec); err != nil {

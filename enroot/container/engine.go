@@ -43,10 +43,15 @@ func (e *Engine) Create(ctx context.Context, cfg *Config) (pid int, err error) {
 		}
 	}()
 	cfg.UpperDir, cfg.WorkDir = filepath.Join(layer, "upper"), filepath.Join(layer, "work")
-	for _, d := range []string{bundle, cfg.UpperDir, cfg.WorkDir} {
+	for _, d := range []string{bundle, cfg.WorkDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return 0, fmt.Errorf("create container directories: %w", err)
 		}
+	}
+	// The overlay's root directory takes the upper directory's mode: every user must
+	// be able to enter "/".
+	if err := os.Mkdir(cfg.UpperDir, 0o755); err != nil {
+		return 0, fmt.Errorf("create container directories: %w", err)
 	}
 	if err := writeConfig(bundle, cfg); err != nil {
 		return 0, err
@@ -105,7 +110,10 @@ func (e *Engine) startShim(ctx context.Context, bundle string) (int, error) {
 	if rest, ok := strings.CutPrefix(a.line, "error: "); ok {
 		return 0, errdefs.WithKind(errors.New(rest), errdefs.ErrFailedPrecondition)
 	}
-	return 0, fmt.Errorf("shim ended without an answer (%v); see %s", a.err, filepath.Join(bundle, "shim.log"))
+	if a.err != nil {
+		return 0, fmt.Errorf("shim ended without an answer (see %s): %w", filepath.Join(bundle, "shim.log"), a.err)
+	}
+	return 0, fmt.Errorf("shim answered %q (see %s)", a.line, filepath.Join(bundle, "shim.log"))
 }
 
 // Start releases the container's init into the user's command.

@@ -67,7 +67,7 @@ func RunShim(bundle string) error {
 	}
 	l, err := listenControl(bundle)
 	if err != nil {
-		s.cmd.Process.Kill()
+		_ = s.cmd.Process.Kill()
 		fmt.Fprintf(ready, "error: %v\n", err)
 		return err
 	}
@@ -115,8 +115,8 @@ func (s *shim) create() error {
 	}
 	line, err := readLine(s.sync)
 	if err != nil || line != "ready" {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
 		if line == "" && err != nil {
 			return fmt.Errorf("container init: %w", err)
 		}
@@ -189,7 +189,7 @@ func (s *shim) setupStdio() error {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640) //nolint:gosec // log readers in the group, as containerd
 	if err != nil {
 		return fmt.Errorf("open container log: %w", err)
 	}
