@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The README's main command (make demo): start enroot-cri on a scratch configuration,
 # serve a locally built image from a registry on 127.0.0.1, pull it with crictl through
-# a registry mirror, and show what the daemon made of it. Cleans up after itself.
+# a registry mirror, run a pod from it on a private CNI bridge, and show its output.
+# Cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
 work=$(mktemp -d /tmp/enroot-cri-demo.XXXXXX)
 pids=()
+bridge=ecri-demo0
 cleanup() {
+  if [ -S "$work/enroot-cri.sock" ]; then
+    "$BIN/crictl" --config "$work/crictl.yaml" rmp -fa >/dev/null 2>&1 || true
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  ip link del "$bridge" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -31,7 +37,19 @@ state = "$work/state"
 # docker.io names are served by the local registry first.
 [registries."docker.io"]
 mirrors = ["http://$registry"]
+
+[cni]
+conf_dir = "$work/cni"
+bin_dirs = ["/usr/lib/cni"]
 TOML
+# A private bridge network: pods get addresses in it, nothing is routed out.
+mkdir -p "$work/cni"
+cat > "$work/cni/10-demo.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "enroot-cri-demo", "plugins": [
+  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.250.0/24"}]], "dataDir": "$work/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
 
 echo "== starting enroot-cri serve --config $work/config.toml"
 "$BIN/enroot-cri" serve --config "$work/config.toml" > "$work/daemon.log" 2>&1 &
@@ -54,5 +72,29 @@ sqsh=$("${crictl[@]}" inspecti -o go-template --template '{{.info.squashfs}}' de
 ls -l "$sqsh"
 echo "== its /etc/rc, as enroot import writes it:"
 unsquashfs -cat "$sqsh" etc/rc
+
+echo "== crictl runp: a pod sandbox on the CNI bridge"
+cat > "$work/pod.json" <<JSON
+{"metadata": {"name": "hello", "namespace": "demo", "uid": "demo-hello-1"},
+ "hostname": "hello-pod", "log_directory": "$work/logs", "linux": {}}
+JSON
+cat > "$work/container.json" <<JSON
+{"metadata": {"name": "hello"}, "image": {"image": "demo/hello:1.0"}, "log_path": "hello.log"}
+JSON
+pod=$("${crictl[@]}" runp "$work/pod.json")
+"${crictl[@]}" pods
+echo "pod IP: $("${crictl[@]}" inspectp -o go-template --template '{{.status.network.ip}}' "$pod")"
+echo "== crictl create + start: the image's own command"
+ctr=$("${crictl[@]}" create "$pod" "$work/container.json" "$work/pod.json")
+"${crictl[@]}" start "$ctr" >/dev/null
+for _ in $(seq 100); do
+  [ "$("${crictl[@]}" inspect -o go-template --template '{{.status.state}}' "$ctr")" = CONTAINER_EXITED ] && break
+  sleep 0.1
+done
+"${crictl[@]}" ps -a
+echo "== crictl logs $ctr"
+"${crictl[@]}" logs "$ctr"
+echo "exit code: $("${crictl[@]}" inspect -o go-template --template '{{.status.exitCode}}' "$ctr")"
+"${crictl[@]}" rmp -f "$pod" >/dev/null
 echo "== daemon log"
 cat "$work/daemon.log"
