@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -63,14 +64,21 @@ func quiet(method string) bool {
 // UnaryInterceptor answers Unavailable until ready reports true, puts a logger with
 // the rpc field in the context, logs the call with its duration and result, and maps
 // error kinds to codes.
-func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	method := path.Base(info.FullMethod)
 	log := s.log.With("rpc", method)
 	if !s.ready.Load() {
 		return nil, status.Error(codes.Unavailable, "enroot-cri is recovering its state; retry shortly")
 	}
+	defer func() {
+		// A bug in one call must not take the node's runtime down.
+		if p := recover(); p != nil {
+			log.Error("call panicked", "panic", p, "stack", string(debug.Stack()))
+			resp, err = nil, status.Errorf(codes.Internal, "enroot-cri: internal error in %s: %v", method, p)
+		}
+	}()
 	start := time.Now()
-	resp, err := handler(logging.With(ctx, log), req)
+	resp, err = handler(logging.With(ctx, log), req)
 	err = toStatus(err)
 	code := status.Code(err)
 	attrs := []any{"duration", time.Since(start).Round(time.Microsecond), "code", code.String()}

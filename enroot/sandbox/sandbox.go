@@ -43,12 +43,11 @@ const shmSize = "size=65536k"
 
 // Create makes the sandbox's namespaces and mounts under dir. On failure nothing of it
 // remains.
-func Create(dir string, opts Options) (sb *Sandbox, err error) {
-	sb = &Sandbox{Dir: dir}
+func Create(dir string, opts Options) (_ *Sandbox, err error) {
+	sb := &Sandbox{Dir: dir}
 	defer func() {
 		if err != nil {
 			_ = sb.Destroy()
-			sb = nil
 		}
 	}()
 	if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o700); err != nil {

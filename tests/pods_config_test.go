@@ -1,0 +1,113 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestPodDNSSysctlsAndUsers(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("conf", func(c *runtimeapi.PodSandboxConfig) {
+		c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"test.svc.cluster.local"}, Options: []string{"ndots:5"}}
+		c.Linux.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "80", "kernel.shm_rmid_forced": "1"}
+	})
+	pod := e.runPod(t, cfg)
+	uid, gid := int64(1234), int64(5678)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"/bin/sh", "-c", `cat /etc/resolv.conf; hostname; id -u; id -g; id -G; ` +
+			`cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced /proc/self/oom_score_adj; echo "$FOO"; pwd`},
+		Envs:       []*runtimeapi.KeyValue{{Key: "FOO", Value: []byte("bar")}},
+		WorkingDir: "/tmp/work",
+		LogPath:    "c.log",
+		Linux: &runtimeapi.LinuxContainerConfig{
+			Resources: &runtimeapi.LinuxContainerResources{OomScoreAdj: -998, MemoryLimitInBytes: 64 << 20},
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				RunAsUser: &runtimeapi.Int64Value{Value: uid}, RunAsGroup: &runtimeapi.Int64Value{Value: gid},
+				SupplementalGroups: []int64{4242},
+			},
+		},
+	})
+	_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	st := e.waitExited(t, id)
+	require.Equal(t, int32(0), st.ExitCode, e.logText(t, id))
+	out := lines(e.crictl(t, "logs", id))
+	assert.Equal(t, []string{
+		"nameserver 10.96.0.10", "search test.svc.cluster.local", "options ndots:5", "conf",
+		"1234", "5678", "5678 4242", "80", "1",
+		"0", // a negative oom_score_adj is clamped to the daemon's own instead of failing
+		"bar", "/tmp/work",
+	}, out)
+	assert.Equal(t, uid, st.User.Linux.Uid)
+	assert.Equal(t, []int64{4242}, st.User.Linux.SupplementalGroups)
+
+	byName := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "named"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"id"}, LogPath: "named.log",
+		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "nobody"}},
+	})
+	_, err = e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: byName})
+	require.NoError(t, err)
+	e.waitExited(t, byName)
+	assert.Equal(t, []string{"uid=65534(nobody) gid=65534(nogroup)"}, lines(e.crictl(t, "logs", byName)))
+}
+
+func TestBadRequestsAreRefusedCleanly(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	cfg := e.podConfig("dup", nil)
+	pod := e.runPod(t, cfg)
+
+	_, err := e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	assert.Equal(t, codes.AlreadyExists, status.Code(err), "%v", err)
+	_, err = e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("x", nil), RuntimeHandler: "kata"})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.ErrorContains(t, err, "configured handlers: enroot")
+	_, err = e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("y", func(c *runtimeapi.PodSandboxConfig) {
+		c.Linux.Sysctls = map[string]string{"kernel.hostname": "evil"}
+	})})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.ErrorContains(t, err, `sysctl "kernel.hostname"`)
+	_, err = e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{}})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+
+	c := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
+		Image: &runtimeapi.ImageSpec{Image: e.image}, Command: []string{"true"}}
+	e.create(t, pod, cfg, c)
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: c, SandboxConfig: cfg})
+	assert.Equal(t, codes.AlreadyExists, status.Code(err))
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "d"}, Image: &runtimeapi.ImageSpec{Image: "never/pulled:1"}}})
+	assert.Equal(t, codes.NotFound, status.Code(err))
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "nope", Config: c, SandboxConfig: cfg})
+	assert.Equal(t, codes.NotFound, status.Code(err))
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "e"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Command: []string{"no-such-binary"}}})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
+	assert.ErrorContains(t, err, `"no-such-binary" not found`)
+	_, err = e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "nope"})
+	assert.Equal(t, codes.NotFound, status.Code(err))
+}
+
+func TestCNIFailureLeavesNothing(t *testing.T) {
+	e := newPodEnv(t)
+	conf := filepath.Join(e.dir, "cni", "10-test.conflist")
+	require.NoError(t, os.WriteFile(conf, []byte(`{"cniVersion":"1.0.0","name":"broken","plugins":[{"type":"no-such-plugin"}]}`), 0o644))
+	_, err := e.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("broken", nil)})
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "no-such-plugin")
+	pods, err := e.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+	require.NoError(t, err)
+	assert.Empty(t, pods.Items)
+	// The leak check in the cleanup proves no namespace pin or mount remains.
+}
