@@ -157,6 +157,9 @@ func (e *podEnv) removeAllAndCheckLeaks(t *testing.T) {
 	assert.Empty(t, cgroupLeft, "the default cgroup parent is removed when empty")
 	ips, _ := filepath.Glob(filepath.Join(e.ipam, "enroot-cri-test", "10.*"))
 	assert.Empty(t, ips, "CNI addresses left allocated")
+	if nat, err := exec.Command("iptables", "-t", "nat", "-S").Output(); err == nil {
+		assert.NotContains(t, string(nat), "CNI-DN-", "hostPort rules left behind")
+	}
 	out, _ := exec.Command("pgrep", "-f", "enroot-cri (shim|pod-holder) "+e.dir).Output()
 	assert.Empty(t, strings.TrimSpace(string(out)), "processes left behind")
 	for _, d := range []string{"state/pods", "state/containers", "state/images", "root/containers"} {

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -167,3 +168,25 @@ func TestSharedPIDNamespace(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestHostPortMapping(t *testing.T) {
+	e := newPodEnv(t)
+	hostPort := int32(20000 + rand.IntN(20000))
+	cfg := e.podConfig("ports", func(c *runtimeapi.PodSandboxConfig) {
+		c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 8080, HostPort: hostPort, HostIp: "127.0.0.1"}}
+	})
+	pod := e.runPod(t, cfg)
+	e.run(t, pod, cfg, "server", `mkdir -p /tmp/www && echo via-host-port > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www`)
+	url := "http://127.0.0.1:" + strconv.Itoa(int(hostPort)) + "/"
+	var body []byte
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "hostPort %d never answered", hostPort)
+	assert.Equal(t, "via-host-port\n", string(body))
+}

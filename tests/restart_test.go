@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -56,4 +57,53 @@ func TestContainersOutliveADaemonKill(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, pods.Items, 1)
 	assert.Equal(t, runtimeapi.PodSandboxState_SANDBOX_READY, pods.Items[0].State)
+}
+
+func TestAfterARebootEverythingIsExited(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("rebooted", nil)
+	pod := e.runPod(t, cfg)
+	running := e.run(t, pod, cfg, "running", `exec sleep 1000`)
+	require.Eventually(t, func() bool {
+		return e.status(t, running).State == runtimeapi.ContainerState_CONTAINER_RUNNING
+	}, 10*time.Second, 20*time.Millisecond)
+
+	e.kill()
+	simulateReboot(t, e)
+	e.start(t)
+
+	st := e.status(t, running)
+	assert.Equal(t, runtimeapi.ContainerState_CONTAINER_EXITED, st.State)
+	assert.Equal(t, "Unknown", st.Reason)
+	ps, err := e.runtime.PodSandboxStatus(context.Background(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	assert.Equal(t, runtimeapi.PodSandboxState_SANDBOX_NOTREADY, ps.Status.State)
+	// The cleanup removes the pod: its CNI address is released without a namespace.
+}
+
+// simulateReboot does what a reboot does to the daemon's volatile state: every process
+// of the test's containers ends, every mount goes, and the state directory is empty.
+func simulateReboot(t *testing.T, e *podEnv) {
+	t.Helper()
+	_ = exec.Command("pkill", "-9", "-f", "enroot-cri (shim|pod-holder|init) "+e.dir).Run()
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/freezer/enroot-cri/*/cgroup.procs")
+	for _, procs := range cgroups {
+		data, _ := os.ReadFile(procs)
+		for _, pid := range strings.Fields(string(data)) {
+			_ = exec.Command("kill", "-9", pid).Run()
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	var mounts []string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], filepath.Join(e.dir, "state")) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		require.NoError(t, exec.Command("umount", "-l", mounts[i]).Run(), mounts[i])
+	}
+	require.NoError(t, os.RemoveAll(filepath.Join(e.dir, "state")))
 }
