@@ -12,7 +12,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test lint demo bench-pull clean
+.PHONY: help build crictl deps test lint demo bench-pull bench-start clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -47,6 +47,9 @@ demo: deps build crictl ## start the daemon on a scratch configuration, pull a l
 
 bench-pull: deps ## pull a generated ~1 GiB, 10-layer image from 127.0.0.1; print download and squashfs rates
 	$(GO) run ./tests/cmd/bench-pull
+
+bench-start: deps build ## create+start latency for a ~10 MiB and a ~2 GiB image, daemon and shim memory
+	$(GO) run ./tests/cmd/bench-start -bin $(BIN)/enroot-cri
 
 clean: ## remove build outputs
 	rm -rf $(BIN) _output
