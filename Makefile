@@ -42,7 +42,7 @@ lint: ## gofmt, go vet and golangci-lint (errcheck, staticcheck, errorlint, revi
 	@test -x $(BIN)/golangci-lint || GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	$(BIN)/golangci-lint run ./...
 
-demo: deps build crictl ## start the daemon on a scratch configuration, pull a locally built image, list it
+demo: deps build crictl ## start the daemon on a scratch configuration, pull a locally built image, run a pod, print its log
 	./tests/demo.sh
 
 bench-pull: deps ## pull a generated ~1 GiB, 10-layer image from 127.0.0.1; print download and squashfs rates
