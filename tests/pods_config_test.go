@@ -111,3 +111,49 @@ func TestCNIFailureLeavesNothing(t *testing.T) {
 	assert.Empty(t, pods.Items)
 	// The leak check in the cleanup proves no namespace pin or mount remains.
 }
+
+func TestDevicesMountsAndFilters(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	cfg := e.podConfig("devs", nil)
+	pod := e.runPod(t, cfg)
+	other := e.runPod(t, e.podConfig("other", nil))
+	data := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(data, "in"), []byte("from-host\n"), 0o644))
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"/bin/sh", "-c", `echo x > /dev/mynull && cat /data/in && echo out > /data/out && ! touch /ro/x 2>/dev/null && echo done`},
+		Devices: []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/mynull", Permissions: "rwm"}},
+		Mounts: []*runtimeapi.Mount{{HostPath: data, ContainerPath: "/data"},
+			{HostPath: data, ContainerPath: "/ro", Readonly: true}},
+		Labels: map[string]string{"tier": "backend"}, LogPath: "c.log",
+		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			RunAsUser: &runtimeapi.Int64Value{Value: 0}}},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	st := e.waitExited(t, id)
+	assert.Equal(t, int32(0), st.ExitCode, e.logText(t, id))
+	assert.Equal(t, []string{"from-host", "done"}, lines(e.crictl(t, "logs", id)))
+	out, err := os.ReadFile(filepath.Join(data, "out"))
+	require.NoError(t, err)
+	assert.Equal(t, "out\n", string(out), "a read-write mount writes through to the host")
+
+	list, err := e.runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+		LabelSelector: map[string]string{"tier": "backend"}}})
+	require.NoError(t, err)
+	require.Len(t, list.Containers, 1)
+	assert.Equal(t, id, list.Containers[0].Id)
+	list, err = e.runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id[:12]}})
+	require.NoError(t, err)
+	assert.Len(t, list.Containers, 1, "a unique ID prefix finds the container")
+	pods, err := e.runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		LabelSelector: map[string]string{"app": "other"}}})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 1)
+	assert.Equal(t, other, pods.Items[0].Id)
+	pods, err = e.runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+	require.NoError(t, err)
+	assert.Len(t, pods.Items, 2)
+}
