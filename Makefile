@@ -6,7 +6,7 @@ LDFLAGS   := -X github.com/enroot-cri/enroot-cri/internal/version.Version=$(VERS
 CRI_TOOLS := sigs.k8s.io/cri-tools
 CRI_TOOLS_VERSION := v1.37.0
 # Debian packages the daemon and the tests use.
-APT_PACKAGES := squashfs-tools busybox containernetworking-plugins iproute2
+APT_PACKAGES := squashfs-tools busybox containernetworking-plugins iproute2 iptables procps
 TEST_FLAGS ?= -count=1 -timeout 30m
 
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
