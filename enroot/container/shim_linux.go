@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/enroot-cri/enroot-cri/internal/atomicfile"
+	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
 // shimReadyFd is the descriptor on which the shim tells the daemon that the
@@ -146,36 +146,15 @@ func cloneFlags(spec *specs.Spec) uintptr {
 	return flags
 }
 
-// startInNamespaces starts cmd from an OS thread that has joined the namespaces the
-// spec gives paths for; the child inherits that thread's namespaces. The thread is
-// never handed back to the Go scheduler: it ends with its goroutine.
+// startInNamespaces starts cmd inside the namespaces the spec gives paths for.
 func startInNamespaces(cmd *exec.Cmd, spec *specs.Spec) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		for _, t := range []specs.LinuxNamespaceType{specs.IPCNamespace, specs.UTSNamespace,
-			specs.NetworkNamespace, specs.PIDNamespace} {
-			p, _ := namespacePath(spec, t)
-			if p == "" {
-				continue
-			}
-			if err := setns(p); err != nil {
-				errc <- fmt.Errorf("join %s namespace %s: %w", t, p, err)
-				return
-			}
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
-}
-
-func setns(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
+	var paths []string
+	for _, t := range []specs.LinuxNamespaceType{specs.IPCNamespace, specs.UTSNamespace,
+		specs.NetworkNamespace, specs.PIDNamespace} {
+		p, _ := namespacePath(spec, t)
+		paths = append(paths, p)
 	}
-	defer unix.Close(fd)
-	return unix.Setns(fd, 0)
+	return nsenter.Start(cmd, paths...)
 }
 
 // setupStdio connects the init's stdio to a terminal or to pipes, and starts copying

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
 // Options say which namespaces a sandbox gets new (false: the host's).
@@ -203,36 +205,13 @@ func (sb *Sandbox) mountShm(private bool) error {
 func (sb *Sandbox) startHolder(exe string) error {
 	cmd := exec.Command(exe, "pod-holder", sb.Dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		for _, p := range []string{sb.IPCNS, sb.UTSNS, sb.NetNS} {
-			if p == "" {
-				continue
-			}
-			if err := setns(p); err != nil {
-				errc <- fmt.Errorf("join %s: %w", p, err)
-				return
-			}
-		}
-		errc <- cmd.Start()
-	}()
-	if err := <-errc; err != nil {
+	if err := nsenter.Start(cmd, sb.IPCNS, sb.UTSNS, sb.NetNS); err != nil {
 		return fmt.Errorf("start PID holder: %w", err)
 	}
 	go func() { _ = cmd.Wait() }()
 	sb.HolderPid = cmd.Process.Pid
 	sb.PIDNS = fmt.Sprintf("/proc/%d/ns/pid", sb.HolderPid)
 	return nil
-}
-
-func setns(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Setns(fd, 0)
 }
 
 // HolderAlive reports whether the sandbox's PID holder still runs.

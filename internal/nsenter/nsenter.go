@@ -1,0 +1,47 @@
+// Package nsenter starts processes inside existing namespaces. A Go process is
+// multi-threaded, so setns affects one thread only: Start joins the namespaces on a
+// dedicated, locked OS thread and forks the child from it; the child inherits that
+// thread's namespaces. The thread is never returned to the Go scheduler: it ends with
+// its goroutine.
+package nsenter
+
+import (
+	"fmt"
+	"os/exec"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Start starts cmd after joining each namespace in paths (nsfs files such as
+// /proc/PID/ns/net or a bind-mounted pin), in order; empty paths are skipped.
+func Start(cmd *exec.Cmd, paths ...string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread's namespaces are changed
+		for _, p := range paths {
+			if p == "" {
+				continue
+			}
+			if err := Join(p); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+// Join moves the calling thread into the namespace at path.
+func Join(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, 0); err != nil {
+		return fmt.Errorf("join namespace %s: %w", path, err)
+	}
+	return nil
+}
