@@ -9,6 +9,8 @@ CRI_TOOLS_VERSION := v1.37.0
 APT_PACKAGES := squashfs-tools busybox containernetworking-plugins iproute2 iptables procps
 TEST_FLAGS ?= -count=1 -timeout 30m
 
+# Static: exec runs the binary inside containers, whatever libc they have.
+export CGO_ENABLED := 0
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export CRICTL := $(BIN)/crictl
 

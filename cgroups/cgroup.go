@@ -218,3 +218,16 @@ func (c *Cgroup) Delete() error {
 	}
 	return nil
 }
+
+// ProcsFiles are the cgroup.procs files of path in every hierarchy: a process that
+// writes its PID into each joins the cgroup.
+func ProcsFiles(path string) []string {
+	var out []string
+	for _, h := range hierarchies() {
+		f := filepath.Join(h, path, "cgroup.procs")
+		if _, err := os.Stat(f); err == nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -29,7 +29,9 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		enrootCRI = filepath.Join(dir, "enroot-cri")
-		out, err := exec.Command("go", "build", "-o", enrootCRI, "../cmd/enroot-cri").CombinedOutput()
+		build := exec.Command("go", "build", "-o", enrootCRI, "../cmd/enroot-cri")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: exec runs it inside containers
+		out, err := build.CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build enroot-cri: %v\n%s", err, out)
 			os.Exit(1)

@@ -46,10 +46,7 @@ func pushBusybox(t *testing.T, reg *testregistry.Registry, names ...string) {
 // crictl runs bin/crictl against the daemon and returns its stdout.
 func (d *daemon) crictl(t *testing.T, args ...string) string {
 	t.Helper()
-	bin := os.Getenv("CRICTL")
-	if bin == "" {
-		bin = "../bin/crictl"
-	}
+	bin := crictlBin()
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("crictl is not built (make crictl): %v", err)
 	}
@@ -160,4 +157,11 @@ func TestPullKilledMidwayLeavesNothing(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, entries, "its temporaries are removed at the next start: %s", dir)
 	}
+}
+
+func crictlBin() string {
+	if bin := os.Getenv("CRICTL"); bin != "" {
+		return bin
+	}
+	return "../bin/crictl"
 }

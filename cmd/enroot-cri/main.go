@@ -52,6 +52,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "init": // internal: a container's first process, started by its shim
 		// Its stderr is the container's: failures go to the shim, not into the log.
 		return internal(args, container.RunInit, io.Discard)
+	case "exec-helper": // internal: the host side of an exec, started by the daemon
+		return internalNoArg(args, container.RunExecHelper, stderr)
+	case "exec-stage": // internal: the in-container side of an exec
+		return internalNoArg(args, container.RunExecStage, stderr)
 	case "pod-holder": // internal: PID 1 of a pod's shared PID namespace
 		return internal(args, func(string) error { return sandbox.RunHolder() }, stderr)
 	case "help", "-h", "--help":
@@ -71,6 +75,14 @@ func internal(args []string, run func(string) error, stderr io.Writer) int {
 	if err := run(args[1]); err != nil {
 		fmt.Fprintf(stderr, "enroot-cri %s: %v\n", args[0], err)
 		return 1
+	}
+	return 0
+}
+
+func internalNoArg(args []string, run func() error, stderr io.Writer) int {
+	if err := run(); err != nil {
+		fmt.Fprintf(stderr, "enroot-cri %s: %v\n", args[0], err)
+		return 126
 	}
 	return 0
 }

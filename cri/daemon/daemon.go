@@ -48,9 +48,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	g := grpc.NewServer(grpc.UnaryInterceptor(srv.UnaryInterceptor),
 		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
 	srv.Register(g)
+	sl, err := net.Listen("tcp", cfg.Streaming.Address)
+	if err != nil {
+		return fmt.Errorf("listen for streaming on %s: %w", cfg.Streaming.Address, err)
+	}
+	stopStreaming, err := srv.StartStreaming(sl)
+	if err != nil {
+		sl.Close()
+		return err
+	}
+	defer stopStreaming()
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(l) }()
-	log.Info("enroot-cri listening", "socket", cfg.Socket, "version", version.Version)
+	log.Info("enroot-cri listening", "socket", cfg.Socket, "streaming", sl.Addr().String(), "version", version.Version)
 
 	images, err := openImages(cfg)
 	if err != nil {

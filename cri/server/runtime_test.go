@@ -58,9 +58,9 @@ func TestRuntimeConfigReportsCgroupDriver(t *testing.T) {
 	}
 }
 
-func TestStreamingRPCsAreNotImplementedYet(t *testing.T) {
+func TestCheckpointIsNotImplemented(t *testing.T) {
 	h := newHarness(t, nil)
 	h.ready(t, nil)
-	_, err := h.runtime.ExecSync(bg, &runtimeapi.ExecSyncRequest{})
+	_, err := h.runtime.CheckpointContainer(bg, &runtimeapi.CheckpointContainerRequest{})
 	requireCode(t, codes.Unimplemented, err)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,12 +10,14 @@ import (
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/network"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
+	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
 // Server implements runtimeapi.RuntimeServiceServer and runtimeapi.ImageServiceServer.
@@ -33,6 +36,7 @@ type Server struct {
 	network *network.Manager
 	exe     string
 	driver  cgroups.Driver
+	stream  streaming.Server
 }
 
 // New returns a server that answers Unavailable until Ready.
@@ -75,3 +79,15 @@ func (s *Server) Register(g *grpc.Server) {
 }
 
 func (s *Server) podDir(id string) string { return filepath.Join(s.cfg.State, "pods", id) }
+
+// runningContainer finds a container and checks that it runs.
+func (s *Server) runningContainer(ctx context.Context, id string) (*containerRecord, error) {
+	c, err := s.recs.container(id)
+	if err != nil {
+		return nil, err
+	}
+	if fresh := s.refresh(ctx, c.ID); fresh == nil || fresh.State != containerRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	return c, nil
+}

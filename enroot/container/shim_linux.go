@@ -48,6 +48,9 @@ type shim struct {
 	sync   *os.File // read end of the init's sync pipe
 	copies sync.WaitGroup
 	closer []io.Closer // the shim's copies of the container's stdio
+	hub    hub
+	stdin  io.WriteCloser // the container's stdin (a pipe or the terminal), when it has one
+	master *os.File       // the terminal's master side, for resize
 	// afterStart run once the init runs: the shim drops its copy of a terminal's slave
 	// end so that the master reports EOF when the container is done with it.
 	afterStart []func()
@@ -190,10 +193,11 @@ func (s *shim) setupStdio() error {
 		if err != nil {
 			return err
 		}
-		s.closer = append(s.closer, stdin) // held open: attach writes to it
+		s.stdin = stdin // held open: attach writes to it
+		s.closer = append(s.closer, stdin)
 	}
-	s.copy(w, Stdout, stdout)
-	s.copy(w, Stderr, stderr)
+	s.copy(w, Stdout, frameStdout, stdout)
+	s.copy(w, Stderr, frameStderr, stderr)
 	return nil
 }
 
@@ -206,16 +210,21 @@ func (s *shim) setupTerminal(w *logWriter) error {
 	s.cmd.SysProcAttr.Setctty = true
 	s.cmd.SysProcAttr.Ctty = 0
 	s.closer = append(s.closer, master)
+	s.master = master
+	if s.cfg.Stdin {
+		s.stdin = master
+	}
 	s.afterStart = append(s.afterStart, func() { slave.Close() })
-	s.copy(w, Stdout, master)
+	s.copy(w, Stdout, frameStdout, master)
 	return nil
 }
 
-func (s *shim) copy(w *logWriter, stream string, r io.Reader) {
+// copy writes r to the log as stream and to attached clients as they read it.
+func (s *shim) copy(w *logWriter, stream string, frame byte, r io.Reader) {
 	s.copies.Add(1)
 	go func() {
 		defer s.copies.Done()
-		_ = w.copyStream(stream, r)
+		_ = w.copyStream(stream, io.TeeReader(r, s.hub.writer(frame)))
 	}()
 }
 
@@ -273,6 +282,7 @@ func (s *shim) wait() error {
 	for _, c := range s.closer {
 		c.Close()
 	}
+	s.hub.closeAll()
 	return atomicfile.WriteJSON(filepath.Join(s.bundle, "exit.json"), exit)
 }
 
@@ -300,7 +310,11 @@ func (s *shim) serve(l net.Listener) {
 			return
 		}
 		go func() {
-			defer conn.Close()
+			defer func() {
+				if conn != nil {
+					conn.Close()
+				}
+			}()
 			if !fromRoot(conn) {
 				return
 			}
@@ -308,8 +322,18 @@ func (s *shim) serve(l net.Listener) {
 			if err != nil {
 				return
 			}
-			switch req {
-			case "start":
+			switch {
+			case req == "attach":
+				s.serveAttach(conn)
+				conn = nil // the hub owns it now
+				return
+			case strings.HasPrefix(req, "resize "):
+				if err := s.resize(req); err != nil {
+					fmt.Fprintf(conn, "error: %v\n", err)
+				} else {
+					fmt.Fprintln(conn, "ok")
+				}
+			case req == "start":
 				var reply string
 				once.Do(func() { reply = s.release() })
 				if reply == "" {

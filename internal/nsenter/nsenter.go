@@ -7,6 +7,7 @@ package nsenter
 
 import (
 	"fmt"
+	"net"
 	"os/exec"
 	"runtime"
 
@@ -44,4 +45,28 @@ func Join(path string) error {
 		return fmt.Errorf("join namespace %s: %w", path, err)
 	}
 	return nil
+}
+
+// Dial connects to addr over TCP from inside the network namespace at netns (the
+// host's when netns is empty). The connection works from any thread afterwards.
+func Dial(netns, addr string) (net.Conn, error) {
+	if netns == "" {
+		return net.Dial("tcp", addr)
+	}
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread's namespace is changed
+		if err := Join(netns); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		conn, err := net.Dial("tcp", addr)
+		ch <- result{conn, err}
+	}()
+	r := <-ch
+	return r.conn, r.err
 }
