@@ -142,7 +142,7 @@ func runExec(ctx context.Context, cmd *exec.Cmd, opts ExecOptions) (int, error) 
 	case err = <-done:
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its session: nsenter and the command
-		<-done
+		_ = <-done
 		<-copies
 		return 0, fmt.Errorf("exec: %w", ctx.Err())
 	}
