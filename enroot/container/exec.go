@@ -142,9 +142,9 @@ func runExec(ctx context.Context, cmd *exec.Cmd, opts ExecOptions) (int, error) 
 	case err = <-done:
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its session: nsenter and the command
-		_ = <-done
+		killed := <-done
 		<-copies
-		return 0, fmt.Errorf("exec: %w", ctx.Err())
+		return 0, fmt.Errorf("exec: %w", errors.Join(ctx.Err(), killed))
 	}
 	<-copies
 	var ee *exec.ExitError
