@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -140,3 +141,5 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 }
 
 func lines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

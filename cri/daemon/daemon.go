@@ -45,7 +45,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return err
 	}
-	g := grpc.NewServer(grpc.UnaryInterceptor(srv.UnaryInterceptor),
+	g := grpc.NewServer(grpc.UnaryInterceptor(srv.UnaryInterceptor), grpc.StreamInterceptor(srv.StreamInterceptor),
 		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
 	srv.Register(g)
 	sl, err := net.Listen("tcp", cfg.Streaming.Address)

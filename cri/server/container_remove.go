@@ -57,9 +57,13 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	if err := s.mounts.Release(c.ImageID); err != nil {
 		return err
 	}
-	if err := s.recs.deleteContainer(id); err != nil {
+	s.transition.Lock()
+	err = s.recs.deleteContainer(id)
+	s.transition.Unlock()
+	if err != nil {
 		return err
 	}
+	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	s.recs.locks.Delete(id)
 	return nil
 }

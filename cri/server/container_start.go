@@ -27,15 +27,25 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		return nil, fmt.Errorf("container %s is %s; only a created container can start: %w", req.GetContainerId(), state, errdefs.ErrFailedPrecondition)
 	}
 	updated := *c
+	started := time.Now()
 	if err := s.engine.Start(ctx, c.ID); err != nil {
 		updated.State, updated.ExitCode, updated.Reason, updated.Message = containerExited, 128, "StartError", err.Error()
 		updated.FinishedAt = time.Now()
 		_ = s.recs.saveContainer(&updated)
 		return nil, err
 	}
-	updated.State, updated.StartedAt = containerRunning, time.Now()
-	if err := s.recs.saveContainer(&updated); err != nil {
+	s.transition.Lock()
+	if cur, err := s.recs.container(c.ID); err == nil && cur.State == containerExited {
+		updated = *cur // it ran and ended already; the watcher recorded the exit
+	} else {
+		updated.State = containerRunning
+	}
+	updated.StartedAt = started
+	err = s.recs.saveContainer(&updated)
+	s.transition.Unlock()
+	if err != nil {
 		return nil, err
 	}
+	s.emit(ctx, c.PodID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return &runtimeapi.StartContainerResponse{}, nil
 }

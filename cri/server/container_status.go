@@ -99,8 +99,14 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 		return c
 	}
 	updated.State = containerExited
+	s.transition.Lock()
+	defer s.transition.Unlock()
+	if cur, err := s.recs.container(id); err != nil || cur.State == containerExited {
+		return cur // removed, or another refresh recorded the exit first
+	}
 	if err := s.recs.saveContainer(&updated); err != nil {
 		logging.From(ctx).Error("save container record", "container_id", id, "error", err)
 	}
+	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	return &updated
 }

@@ -94,3 +94,15 @@ func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	}
 	return resp, err
 }
+
+// StreamInterceptor answers Unavailable until ready and logs the end of each stream.
+func (s *Server) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	method := path.Base(info.FullMethod)
+	if !s.ready.Load() {
+		return status.Error(codes.Unavailable, "enroot-cri is recovering its state; retry shortly")
+	}
+	start := time.Now()
+	err := toStatus(handler(srv, ss))
+	s.log.Debug("stream ended", "rpc", method, "duration", time.Since(start).Round(time.Millisecond), "code", status.Code(err).String())
+	return err
+}

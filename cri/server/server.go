@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -18,6 +19,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
 
 // Server implements runtimeapi.RuntimeServiceServer and runtimeapi.ImageServiceServer.
@@ -37,6 +39,11 @@ type Server struct {
 	exe     string
 	driver  cgroups.Driver
 	stream  streaming.Server
+	cpu     cpuSamples
+	events  events
+	// transition serialises a container's move to exited with its removal, so that a
+	// refresh never brings back a removed record nor announces an exit twice.
+	transition sync.Mutex
 }
 
 // New returns a server that answers Unavailable until Ready.
@@ -68,6 +75,7 @@ func (s *Server) Ready(images *image.Store) error {
 	if err := s.recover(); err != nil {
 		return err
 	}
+	go s.watchExits(logging.With(context.Background(), s.log.With("phase", "watch")))
 	s.ready.Store(true)
 	return nil
 }

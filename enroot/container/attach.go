@@ -196,3 +196,12 @@ func (e *Engine) control(ctx context.Context, id, req string) error {
 	}
 	return nil
 }
+
+// ReopenLog asks the shim of a running container to reopen its log file.
+func (e *Engine) ReopenLog(ctx context.Context, id string) error {
+	st := e.State(id)
+	if st.Exit != nil || !st.ShimAlive {
+		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return e.control(ctx, id, "reopen-log")
+}

@@ -25,6 +25,26 @@ type logWriter struct {
 	now func() time.Time
 }
 
+// swap makes w write to out from now on and closes the previous file.
+func (w *logWriter) swap(out io.WriteCloser) {
+	w.mu.Lock()
+	old := w.out
+	w.out = out
+	w.mu.Unlock()
+	if c, ok := old.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+func (w *logWriter) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.out.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 // record writes one record: "<RFC3339Nano> <stream> <P|F> <text>\n".
 func (w *logWriter) record(stream string, partial bool, text []byte) error {
 	tag := "F"

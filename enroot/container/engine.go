@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/diskusage"
 )
 
 // Engine creates and runs containers through their shims. Bundles (configuration,
@@ -250,4 +251,11 @@ func isShim(pid int, bundle string) bool {
 	// A zombie (state Z) has ended; it waits only to be reaped.
 	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// LayerUsage is the disk use of a container's writable layer and its directory.
+func (e *Engine) LayerUsage(id string) (dir string, u diskusage.Usage, err error) {
+	dir = filepath.Join(e.Layer(id), "upper")
+	u, err = diskusage.Of(dir)
+	return dir, u, err
 }

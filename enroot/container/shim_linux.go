@@ -49,6 +49,7 @@ type shim struct {
 	copies sync.WaitGroup
 	closer []io.Closer // the shim's copies of the container's stdio
 	hub    hub
+	log    *logWriter
 	stdin  io.WriteCloser // the container's stdin (a pipe or the terminal), when it has one
 	master *os.File       // the terminal's master side, for resize
 	// afterStart run once the init runs: the shim drops its copy of a terminal's slave
@@ -171,12 +172,13 @@ func (s *shim) setupStdio() error {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return fmt.Errorf("create log directory: %w", err)
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640) //nolint:gosec // log readers in the group, as containerd
+	logFile, err := openLog(logPath)
 	if err != nil {
-		return fmt.Errorf("open container log: %w", err)
+		return err
 	}
-	s.closer = append(s.closer, logFile)
 	w := &logWriter{out: logFile, now: time.Now}
+	s.log = w
+	s.closer = append(s.closer, closerFunc(func() error { return w.close() }))
 	if s.cfg.Spec.Process.Terminal {
 		return s.setupTerminal(w)
 	}
@@ -333,6 +335,12 @@ func (s *shim) serve(l net.Listener) {
 				} else {
 					fmt.Fprintln(conn, "ok")
 				}
+			case req == "reopen-log":
+				if err := s.reopenLog(); err != nil {
+					fmt.Fprintf(conn, "error: %v\n", err)
+				} else {
+					fmt.Fprintln(conn, "ok")
+				}
 			case req == "start":
 				var reply string
 				once.Do(func() { reply = s.release() })
@@ -377,3 +385,29 @@ func fromRoot(conn net.Conn) bool {
 	})
 	return err == nil && cred != nil && cred.Uid == 0
 }
+
+func openLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640) //nolint:gosec // log readers in the group, as containerd
+	if err != nil {
+		return nil, fmt.Errorf("open container log: %w", err)
+	}
+	return f, nil
+}
+
+// reopenLog starts a new log file at the configured path (the kubelet renamed the old
+// one to rotate it).
+func (s *shim) reopenLog() error {
+	if s.cfg.LogPath == "" {
+		return nil
+	}
+	f, err := openLog(s.cfg.LogPath)
+	if err != nil {
+		return err
+	}
+	s.log.swap(f)
+	return nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }

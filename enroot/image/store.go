@@ -16,6 +16,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/atomicfile"
+	"github.com/enroot-cri/enroot-cri/internal/diskusage"
 )
 
 // Options configure a Store.
@@ -256,27 +257,9 @@ type Usage struct {
 
 // Usage walks the store and adds up allocated bytes and inodes.
 func (s *Store) Usage() (Usage, error) {
-	u := Usage{Mountpoint: s.opts.Root}
-	err := filepath.WalkDir(s.opts.Root, func(_ string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed while walking
-		}
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		u.Inodes++
-		u.Bytes += allocated(info)
-		return nil
-	})
+	u, err := diskusage.Of(s.opts.Root)
 	if err != nil {
 		return Usage{}, fmt.Errorf("measure image store: %w", err)
 	}
-	return u, nil
+	return Usage{Mountpoint: s.opts.Root, Bytes: u.Bytes, Inodes: u.Inodes}, nil
 }

@@ -47,26 +47,32 @@ func Join(path string) error {
 	return nil
 }
 
-// Dial connects to addr over TCP from inside the network namespace at netns (the
-// host's when netns is empty). The connection works from any thread afterwards.
-func Dial(netns, addr string) (net.Conn, error) {
+// Run calls fn on an OS thread inside the network namespace at netns (the calling
+// thread, unchanged, when netns is empty).
+func Run(netns string, fn func() error) error {
 	if netns == "" {
-		return net.Dial("tcp", addr)
+		return fn()
 	}
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread's namespace is changed
 		if err := Join(netns); err != nil {
-			ch <- result{err: err}
+			errc <- err
 			return
 		}
-		conn, err := net.Dial("tcp", addr)
-		ch <- result{conn, err}
+		errc <- fn()
 	}()
-	r := <-ch
-	return r.conn, r.err
+	return <-errc
+}
+
+// Dial connects to addr over TCP from inside the network namespace at netns (the
+// host's when netns is empty). The connection works from any thread afterwards.
+func Dial(netns, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := Run(netns, func() error {
+		var err error
+		conn, err = net.Dial("tcp", addr)
+		return err
+	})
+	return conn, err
 }

@@ -1,0 +1,82 @@
+package cgroups
+
+import (
+	"fmt"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Stats are the usage figures the CRI stats calls report.
+type Stats struct {
+	CPUUsageNs       uint64 // cumulative CPU time
+	MemoryUsage      uint64
+	MemoryWorkingSet uint64 // usage less inactive file pages, as the kubelet counts it
+	MemoryRSS        uint64
+	MemoryLimit      uint64
+	PageFaults       uint64
+	MajorPageFaults  uint64
+	Pids             uint64
+}
+
+// Stats reads the cgroup's usage.
+func (c *Cgroup) Stats() (Stats, error) {
+	if c.v2 != nil {
+		m, err := c.v2.Stat()
+		if err != nil {
+			return Stats{}, fmt.Errorf("read cgroup %s: %w", c.path, err)
+		}
+		var st Stats
+		if m.CPU != nil {
+			st.CPUUsageNs = m.CPU.UsageUsec * 1000
+		}
+		if mem := m.Memory; mem != nil {
+			st.MemoryUsage, st.MemoryRSS, st.MemoryLimit = mem.Usage, mem.Anon, mem.UsageLimit
+			st.MemoryWorkingSet = workingSet(mem.Usage, mem.InactiveFile)
+			st.PageFaults, st.MajorPageFaults = mem.Pgfault, mem.Pgmajfault
+		}
+		if m.Pids != nil {
+			st.Pids = m.Pids.Current
+		}
+		return st, nil
+	}
+	m, err := c.v1.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read cgroup %s: %w", c.path, err)
+	}
+	var st Stats
+	if m.CPU != nil && m.CPU.Usage != nil {
+		st.CPUUsageNs = m.CPU.Usage.Total
+	}
+	if mem := m.Memory; mem != nil && mem.Usage != nil {
+		st.MemoryUsage, st.MemoryRSS, st.MemoryLimit = mem.Usage.Usage, mem.TotalRSS, mem.Usage.Limit
+		st.MemoryWorkingSet = workingSet(mem.Usage.Usage, mem.TotalInactiveFile)
+		st.PageFaults, st.MajorPageFaults = mem.TotalPgFault, mem.TotalPgMajFault
+	}
+	if m.Pids != nil {
+		st.Pids = m.Pids.Current
+	}
+	return st, nil
+}
+
+func workingSet(usage, inactiveFile uint64) uint64 {
+	if inactiveFile > usage {
+		return 0
+	}
+	return usage - inactiveFile
+}
+
+// Update applies new resources to the cgroup.
+func (c *Cgroup) Update(resources *specs.LinuxResources) error {
+	var err error
+	if c.v2 != nil {
+		err = c.v2.Update(cgroup2.ToResources(resources))
+	} else {
+		err = c.v1.Update(resources)
+	}
+	if err != nil {
+		return fmt.Errorf("update cgroup %s: %w", c.path, err)
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/errdefs"
+)
+
+// cpuSamples remembers the last CPU reading of each container, to turn cumulative
+// usage into a rate between two stats calls.
+type cpuSamples struct {
+	mu   sync.Mutex
+	last map[string]cpuSample
+}
+
+type cpuSample struct {
+	at    time.Time
+	usage uint64
+}
+
+// rate records a reading and returns nanocores since the previous one (0 at first).
+func (c *cpuSamples) rate(id string, at time.Time, usage uint64) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]cpuSample{}
+	}
+	prev, ok := c.last[id]
+	c.last[id] = cpuSample{at, usage}
+	if !ok || usage < prev.usage || !at.After(prev.at) {
+		return 0
+	}
+	return uint64(float64(usage-prev.usage) / at.Sub(prev.at).Seconds())
+}
+
+// ContainerStats reports one container's CPU, memory and writable layer use.
+func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
+	c, err := s.recs.container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.containerStats(c)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ContainerStatsResponse{Stats: st}, nil
+}
+
+// ListContainerStats reports every container that matches the filter.
+func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+	f := req.GetFilter()
+	resp := &runtimeapi.ListContainerStatsResponse{}
+	for _, c := range s.recs.allContainers() {
+		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) ||
+			f.GetPodSandboxId() != "" && !strings.HasPrefix(c.PodID, f.GetPodSandboxId()) ||
+			!labelsMatch(c.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		st, err := s.containerStats(c)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		resp.Stats = append(resp.Stats, st)
+	}
+	return resp, nil
+}
+
+func (s *Server) containerStats(c *containerRecord) (*runtimeapi.ContainerStats, error) {
+	now := time.Now()
+	st := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
+		Id: c.ID, Metadata: c.config.GetMetadata(), Labels: c.config.GetLabels(), Annotations: c.config.GetAnnotations(),
+	}}
+	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+		u, err := cg.Stats()
+		if err != nil {
+			return nil, err
+		}
+		st.Cpu, st.Memory = cpuMemory(now, u, s.cpu.rate(c.ID, now, u.CPUUsageNs))
+	}
+	dir, u, err := s.engine.LayerUsage(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	st.WritableLayer = &runtimeapi.FilesystemUsage{
+		Timestamp: now.UnixNano(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: dir},
+		UsedBytes: &runtimeapi.UInt64Value{Value: u.Bytes}, InodesUsed: &runtimeapi.UInt64Value{Value: u.Inodes},
+	}
+	return st, nil
+}
+
+func cpuMemory(now time.Time, u cgroups.Stats, nanoCores uint64) (*runtimeapi.CpuUsage, *runtimeapi.MemoryUsage) {
+	ts := now.UnixNano()
+	cpu := &runtimeapi.CpuUsage{Timestamp: ts,
+		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: u.CPUUsageNs},
+		UsageNanoCores:       &runtimeapi.UInt64Value{Value: nanoCores}}
+	mem := &runtimeapi.MemoryUsage{Timestamp: ts,
+		WorkingSetBytes: &runtimeapi.UInt64Value{Value: u.MemoryWorkingSet},
+		UsageBytes:      &runtimeapi.UInt64Value{Value: u.MemoryUsage},
+		RssBytes:        &runtimeapi.UInt64Value{Value: u.MemoryRSS},
+		PageFaults:      &runtimeapi.UInt64Value{Value: u.PageFaults},
+		MajorPageFaults: &runtimeapi.UInt64Value{Value: u.MajorPageFaults}}
+	if u.MemoryLimit > 0 && u.MemoryLimit < 1<<62 && u.MemoryLimit > u.MemoryWorkingSet {
+		mem.AvailableBytes = &runtimeapi.UInt64Value{Value: u.MemoryLimit - u.MemoryWorkingSet}
+	}
+	return cpu, mem
+}

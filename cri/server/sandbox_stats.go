@@ -1,0 +1,121 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/internal/nsenter"
+)
+
+// PodSandboxStats reports a pod's containers, their summed CPU and memory, its
+// process count and its network interfaces.
+func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+	pod, err := s.recs.pod(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.podStats(pod)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PodSandboxStatsResponse{Stats: st}, nil
+}
+
+// ListPodSandboxStats reports every pod that matches the filter.
+func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+	f := req.GetFilter()
+	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	for _, p := range s.recs.allPods() {
+		if f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId()) || !labelsMatch(p.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		st, err := s.podStats(p)
+		if err != nil {
+			return nil, err
+		}
+		resp.Stats = append(resp.Stats, st)
+	}
+	return resp, nil
+}
+
+func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
+	now := time.Now()
+	linux := &runtimeapi.LinuxPodSandboxStats{}
+	var sum cgroups.Stats
+	var nanoCores uint64
+	for _, c := range s.recs.containersOf(pod.ID) {
+		st, err := s.containerStats(c)
+		if err != nil {
+			return nil, err
+		}
+		linux.Containers = append(linux.Containers, st)
+		if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+			if u, err := cg.Stats(); err == nil {
+				sum.CPUUsageNs += u.CPUUsageNs
+				sum.MemoryUsage += u.MemoryUsage
+				sum.MemoryWorkingSet += u.MemoryWorkingSet
+				sum.MemoryRSS += u.MemoryRSS
+				sum.PageFaults += u.PageFaults
+				sum.MajorPageFaults += u.MajorPageFaults
+				sum.Pids += u.Pids
+			}
+		}
+		nanoCores += st.GetCpu().GetUsageNanoCores().GetValue()
+	}
+	linux.Cpu, linux.Memory = cpuMemory(now, sum, nanoCores)
+	linux.Process = &runtimeapi.ProcessUsage{Timestamp: now.UnixNano(), ProcessCount: &runtimeapi.UInt64Value{Value: sum.Pids}}
+	if pod.Sandbox.NetNS != "" && pod.State == podReady {
+		net, err := networkStats(pod.Sandbox.NetNS, now)
+		if err != nil {
+			return nil, err
+		}
+		linux.Network = net
+	}
+	return &runtimeapi.PodSandboxStats{
+		Attributes: &runtimeapi.PodSandboxAttributes{Id: pod.ID, Metadata: pod.config.GetMetadata(),
+			Labels: pod.config.GetLabels(), Annotations: pod.config.GetAnnotations()},
+		Linux: linux,
+	}, nil
+}
+
+// networkStats reads the interface counters of a network namespace; eth0 is the
+// default interface.
+func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error) {
+	var data []byte
+	err := nsenter.Run(netns, func() error {
+		var err error
+		data, err = os.ReadFile("/proc/thread-self/net/dev")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read pod network counters: %w", err)
+	}
+	usage := &runtimeapi.NetworkUsage{Timestamp: now.UnixNano()}
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	for sc.Scan() {
+		name, counters, ok := strings.Cut(sc.Text(), ":")
+		f := strings.Fields(counters)
+		name = strings.TrimSpace(name)
+		if !ok || len(f) < 12 || name == "lo" {
+			continue
+		}
+		n := func(i int) *runtimeapi.UInt64Value {
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			return &runtimeapi.UInt64Value{Value: v}
+		}
+		iface := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)}
+		usage.Interfaces = append(usage.Interfaces, iface)
+		if name == "eth0" {
+			usage.DefaultInterface = iface
+		}
+	}
+	return usage, nil
+}

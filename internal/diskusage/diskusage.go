@@ -1,0 +1,47 @@
+// Package diskusage adds up the disk space and inodes a directory tree uses.
+package diskusage
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+)
+
+// Usage is the space (allocated blocks, so a sparse file counts what it holds) and the
+// number of inodes under a directory, the directory included.
+type Usage struct {
+	Bytes, Inodes uint64
+}
+
+// Of walks dir. Entries removed during the walk are skipped; a missing dir is zero.
+func Of(dir string) (Usage, error) {
+	var u Usage
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		u.Inodes++
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			u.Bytes += uint64(st.Blocks) * 512
+		} else {
+			u.Bytes += uint64(info.Size())
+		}
+		return nil
+	})
+	if err != nil {
+		return Usage{}, fmt.Errorf("measure %s: %w", dir, err)
+	}
+	return u, nil
+}

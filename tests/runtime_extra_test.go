@@ -1,0 +1,137 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestLogRotation(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("rotate", nil)
+	pod := e.runPod(t, cfg)
+	id := e.run(t, pod, cfg, "c", `i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done`)
+	logPath := e.status(t, id).LogPath
+	require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "line 3") }, 10*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, os.Rename(logPath, logPath+".1")) // the kubelet's rotation
+	_, err := e.runtime.ReopenContainerLog(context.Background(), &runtimeapi.ReopenContainerLogRequest{ContainerId: id})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		data, err := os.ReadFile(logPath)
+		return err == nil && strings.Contains(string(data), "stdout F line")
+	}, 10*time.Second, 20*time.Millisecond, "the new file gets the output")
+	old, err := os.ReadFile(logPath + ".1")
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond)
+	again, err := os.ReadFile(logPath + ".1")
+	require.NoError(t, err)
+	assert.Equal(t, len(old), len(again), "the rotated file is no longer written")
+
+	_, err = e.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	_, err = e.runtime.ReopenContainerLog(context.Background(), &runtimeapi.ReopenContainerLogRequest{ContainerId: id})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "a stopped container's log cannot be reopened")
+}
+
+func TestStatsAndResourceUpdates(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	cfg := e.podConfig("stats", nil)
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"/bin/sh", "-c", `dd if=/dev/zero of=/tmp/blob bs=1M count=8 2>/dev/null; while true; do :; done`},
+		Linux:   &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+
+	var st *runtimeapi.ContainerStats
+	require.Eventually(t, func() bool {
+		resp, err := e.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
+		require.NoError(t, err)
+		st = resp.Stats
+		return st.WritableLayer.UsedBytes.Value >= 8<<20 && st.Cpu.UsageNanoCores.GetValue() > 0
+	}, 20*time.Second, 200*time.Millisecond, "writable layer and CPU rate")
+	assert.Positive(t, st.Cpu.UsageCoreNanoSeconds.Value)
+	assert.Positive(t, st.Memory.WorkingSetBytes.Value)
+	assert.Equal(t, id, st.Attributes.Id)
+
+	list, err := e.runtime.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: pod}})
+	require.NoError(t, err)
+	assert.Len(t, list.Stats, 1)
+	ps, err := e.runtime.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: pod})
+	require.NoError(t, err)
+	assert.Len(t, ps.Stats.Linux.Containers, 1)
+	assert.Equal(t, "eth0", ps.Stats.Linux.Network.DefaultInterface.Name)
+	assert.Positive(t, ps.Stats.Linux.Process.ProcessCount.Value)
+	lps, err := e.runtime.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
+	require.NoError(t, err)
+	assert.Len(t, lps.Stats, 1)
+
+	_, err = e.runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuShares: 256}})
+	require.NoError(t, err)
+	var info struct {
+		CgroupPath string `json:"cgroupPath"`
+	}
+	sresp, err := e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	require.NoError(t, err)
+	require.NoError(t, jsonUnmarshal(sresp.Info["info"], &info))
+	limit, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
+	require.NoError(t, err)
+	assert.Equal(t, "134217728", strings.TrimSpace(string(limit)), "the new limit is in the cgroup")
+	assert.Equal(t, int64(128<<20), sresp.Status.Resources.Linux.MemoryLimitInBytes, "and in the status")
+}
+
+func TestContainerEvents(t *testing.T) {
+	e := newPodEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := e.runtime.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	require.NoError(t, err)
+	events := make(chan *runtimeapi.ContainerEventResponse, 16)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			events <- ev
+		}
+	}()
+	cfg := e.podConfig("events", nil)
+	pod := e.runPod(t, cfg)
+	id := e.run(t, pod, cfg, "c", `sleep 0.5`)
+	e.waitExited(t, id)
+	_, err = e.runtime.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+
+	var got []runtimeapi.ContainerEventType
+	timeout := time.After(15 * time.Second)
+	for len(got) < 4 {
+		select {
+		case ev := <-events:
+			if ev.ContainerId == id {
+				got = append(got, ev.ContainerEventType)
+				assert.Equal(t, pod, ev.PodSandboxStatus.GetId())
+			}
+		case <-timeout:
+			t.Fatalf("events so far: %v", got)
+		}
+	}
+	assert.Equal(t, []runtimeapi.ContainerEventType{
+		runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
+		runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT,
+	}, got)
+}
