@@ -79,9 +79,14 @@ type Metrics struct {
 	Address string `toml:"address"`
 }
 
-// Runtime is one RuntimeClass handler. It has no keys yet; the table's presence
-// declares the handler.
-type Runtime struct{}
+// Runtime is one RuntimeClass handler.
+type Runtime struct {
+	// AllowPrivileged lets pods of this handler run privileged containers.
+	AllowPrivileged bool `toml:"allow_privileged"`
+	// DefaultSeccomp is the seccomp profile of containers that ask for none:
+	// "unconfined" (the CRI default) or "runtime/default".
+	DefaultSeccomp string `toml:"default_seccomp"`
+}
 
 // Default returns the built-in configuration.
 func Default() Config {
@@ -99,7 +104,7 @@ func Default() Config {
 		Cgroups:        Cgroups{Driver: "cgroupfs", SlurmCgroupConf: "/etc/slurm/cgroup.conf"},
 		Streaming:      Streaming{Address: "127.0.0.1:0"},
 		Metrics:        Metrics{Address: ""},
-		Runtimes:       map[string]Runtime{"enroot": {}},
+		Runtimes:       map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined"}},
 	}
 }
 
@@ -167,6 +172,11 @@ func (c Config) Validate() error {
 	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
 		bad("default_runtime", "%q names no [runtimes.<handler>] table; configured handlers: %s",
 			c.DefaultRuntime, strings.Join(c.RuntimeHandlers(), ", "))
+	}
+	for name, r := range c.Runtimes {
+		if r.DefaultSeccomp != "" {
+			oneOf(bad, fmt.Sprintf("runtimes.%s.default_seccomp", name), r.DefaultSeccomp, "unconfined", "runtime/default")
+		}
 	}
 	if n := c.Images.MaxConcurrentDownloads; n < 1 || n > 1000 {
 		bad("images.max_concurrent_downloads", "%d is out of range; allowed: 1 to 1000", n)

@@ -51,6 +51,10 @@ address = "127.0.0.1:0"
 # Prometheus metrics address, e.g. "127.0.0.1:9464"; empty disables.
 address = ""
 
-# One table per RuntimeClass handler.
+# One table per RuntimeClass handler (the RuntimeClass's "handler" field names it).
 [runtimes.enroot]
+# Let pods of this handler run privileged containers.
+allow_privileged = false
+# Seccomp profile for containers that ask for none: "unconfined" | "runtime/default".
+default_seccomp = "unconfined"
 `

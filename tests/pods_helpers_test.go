@@ -29,6 +29,12 @@ type podEnv struct {
 // (isGateway without ipMasq), serves the busybox test image and pulls it.
 func newPodEnv(t *testing.T) *podEnv {
 	t.Helper()
+	return newPodEnvWith(t, "")
+}
+
+// newPodEnvWith is newPodEnv with extra configuration appended.
+func newPodEnvWith(t *testing.T, extra string) *podEnv {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("pods need root")
 	}
@@ -51,7 +57,7 @@ func newPodEnv(t *testing.T) *podEnv {
 	require.NoError(t, os.WriteFile(filepath.Join(cniDir, "10-test.conflist"), []byte(conf), 0o644))
 	cfg, err := os.ReadFile(e.config)
 	require.NoError(t, err)
-	cfg = append(cfg, fmt.Sprintf("[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\"]\n", cniDir)...)
+	cfg = append(cfg, fmt.Sprintf("[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\"]\n%s", cniDir, extra)...)
 	require.NoError(t, os.WriteFile(e.config, cfg, 0o644))
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", e.bridge).Run() })
 	e.start(t)

@@ -225,6 +225,9 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 			Devices:    append(container.DefaultDevices(), devices...),
 		},
 	}
+	if err := s.applySecurity(&spec, pod, cfg); err != nil {
+		return nil, err
+	}
 	logPath := ""
 	if dir, rel := pod.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
 		logPath = filepath.Join(dir, rel)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -47,6 +48,8 @@ type execSpec struct {
 	Target int        `json:"target"`
 	Procs  []string   `json:"procs"`
 	Ns     []string   `json:"ns"` // nsenter flags for the namespaces to enter
+	// Security is the container's: an exec never has more privilege than it.
+	Security processSecurity `json:"security"`
 	// Nsenter is util-linux\'s nsenter, found on the daemon\'s PATH.
 	Nsenter string       `json:"nsenter"`
 	Linux   *specs.Linux `json:"-"`
@@ -71,7 +74,7 @@ func (e *Engine) Exec(ctx context.Context, id string, opts ExecOptions) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("exec needs nsenter from util-linux: %w", errdefs.WithKind(err, errdefs.ErrFailedPrecondition))
 	}
-	spec := execSpec{Nsenter: nsenter,
+	spec := execSpec{Nsenter: nsenter, Security: securityOf(&cfg.Spec),
 		Args: opts.Args, Env: cfg.Spec.Process.Env, Cwd: cfg.Spec.Process.Cwd, User: cfg.Spec.Process.User,
 		Target: st.InitPid, Procs: opts.CgroupProcs, Ns: nsenterFlags(&cfg.Spec),
 	}
@@ -196,15 +199,25 @@ func RunExecStage() error {
 		return fmt.Errorf("decode exec: %w", err)
 	}
 	unix.CloseOnExec(3)
+	runtime.LockOSThread() // privileges are per thread; this one executes the command
 	path, err := lookPath(spec.Args, spec.Env)
 	if err != nil {
+		return err
+	}
+	if err := spec.Security.applyBeforeUser(); err != nil {
 		return err
 	}
 	if err := setUser(spec.User); err != nil {
 		return err
 	}
+	if err := spec.Security.applyAfterUser(); err != nil {
+		return err
+	}
 	if err := os.Chdir(spec.Cwd); err != nil {
 		return fmt.Errorf("enter working directory %s: %w", spec.Cwd, err)
+	}
+	if err := spec.Security.applyLast(); err != nil {
+		return err
 	}
 	return unix.Exec(path, spec.Args, spec.Env)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,9 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // pod's network, IPC and UTS namespaces. It builds the root filesystem, reports ready,
 // waits for the start signal and executes the command. It returns only on failure.
 func RunInit(bundle string) error {
+	// Capabilities, the bounding set, no_new_privs and seccomp are per thread: all of
+	// them are set on this thread, which then executes the command.
+	runtime.LockOSThread()
 	sync := os.NewFile(initSyncFd, "sync")
 	err := prepareAndWait(bundle, sync)
 	// Only reached on failure: tell the shim why.
@@ -58,7 +62,14 @@ func prepareAndWait(bundle string, sync *os.File) error {
 	if err := os.MkdirAll(spec.Process.Cwd, 0o755); err != nil {
 		return fmt.Errorf("create working directory %s: %w", spec.Process.Cwd, err)
 	}
+	sec := securityOf(spec)
+	if err := sec.applyBeforeUser(); err != nil {
+		return err
+	}
 	if err := setUser(spec.Process.User); err != nil {
+		return err
+	}
+	if err := sec.applyAfterUser(); err != nil {
 		return err
 	}
 	if err := os.Chdir(spec.Process.Cwd); err != nil {
@@ -72,6 +83,9 @@ func prepareAndWait(bundle string, sync *os.File) error {
 		return fmt.Errorf("wait for start: %w", err)
 	}
 	start.Close()
+	if err := sec.applyLast(); err != nil {
+		return err
+	}
 	if err := unix.Exec(path, spec.Process.Args, spec.Process.Env); err != nil {
 		return fmt.Errorf("exec %s: %w", spec.Process.Args[0], err)
 	}
@@ -112,6 +126,14 @@ func setupRootfs(bundle string, cfg *Config) error {
 	}
 	if err := makeDevices(rootfd, cfg.Spec.Linux); err != nil {
 		return err
+	}
+	if l := cfg.Spec.Linux; l != nil {
+		if err := maskPaths(rootfd, l.MaskedPaths); err != nil {
+			return err
+		}
+		if err := readonlyPaths(rootfd, l.ReadonlyPaths); err != nil {
+			return err
+		}
 	}
 	if cfg.Spec.Root.Readonly {
 		if err := unix.Mount("", rootfs, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
@@ -345,4 +367,13 @@ func readLine(r io.Reader) (string, error) {
 			return b.String(), err
 		}
 	}
+}
+
+// securityOf is what a spec asks of the process's privileges.
+func securityOf(spec *specs.Spec) processSecurity {
+	sec := processSecurity{Caps: spec.Process.Capabilities, NoNewPrivs: spec.Process.NoNewPrivileges}
+	if spec.Linux != nil {
+		sec.Seccomp = spec.Linux.Seccomp
+	}
+	return sec
 }

@@ -167,7 +167,7 @@ func BusyboxEntries() ([]Entry, error) {
 		return nil, err
 	}
 	entries = append(entries, Entry{Name: "bin/busybox", Body: string(body), Mode: 0o755})
-	for _, applet := range []string{"sh", "echo", "cat", "ls", "sleep", "env", "id", "wget", "httpd", "nc", "ps", "kill", "true", "false", "hostname", "mkdir", "touch", "grep", "top", "head", "tail", "tty", "wc", "uname", "pwd", "rm", "ln", "chmod", "date", "seq", "stat", "test", "[", "ip", "ifconfig", "pgrep", "pidof", "dd", "find", "sed", "awk", "tr", "whoami", "mount", "nslookup", "ping"} {
+	for _, applet := range []string{"sh", "echo", "cat", "ls", "sleep", "env", "id", "wget", "httpd", "nc", "ps", "kill", "true", "false", "hostname", "mkdir", "touch", "grep", "top", "head", "tail", "tty", "wc", "uname", "pwd", "rm", "ln", "chmod", "date", "seq", "stat", "test", "[", "ip", "ifconfig", "pgrep", "pidof", "dd", "find", "sed", "awk", "tr", "whoami", "mount", "nslookup", "ping", "unshare", "umount"} {
 		entries = append(entries, Entry{Name: "bin/" + applet, Type: tar.TypeLink, Linkname: "bin/busybox"})
 	}
 	entries = append(entries,
