@@ -86,6 +86,18 @@ type Runtime struct {
 	// DefaultSeccomp is the seccomp profile of containers that ask for none:
 	// "unconfined" (the CRI default) or "runtime/default".
 	DefaultSeccomp string `toml:"default_seccomp"`
+	// EnrootConfigDir overrides [enroot] config_dir for this handler's pods.
+	EnrootConfigDir string `toml:"enroot_config_dir"`
+	// DisableHooks skips the Enroot hooks.d scripts for this handler's pods.
+	DisableHooks bool `toml:"disable_hooks"`
+}
+
+// EnrootDir is the Enroot configuration directory of handler.
+func (c Config) EnrootDir(handler string) string {
+	if d := c.Runtimes[handler].EnrootConfigDir; d != "" {
+		return d
+	}
+	return c.Enroot.ConfigDir
 }
 
 // Default returns the built-in configuration.
@@ -174,6 +186,9 @@ func (c Config) Validate() error {
 			c.DefaultRuntime, strings.Join(c.RuntimeHandlers(), ", "))
 	}
 	for name, r := range c.Runtimes {
+		if d := r.EnrootConfigDir; d != "" && !filepath.IsAbs(d) {
+			bad(fmt.Sprintf("runtimes.%s.enroot_config_dir", name), "%q must be an absolute path", d)
+		}
 		if r.DefaultSeccomp != "" {
 			oneOf(bad, fmt.Sprintf("runtimes.%s.default_seccomp", name), r.DefaultSeccomp, "unconfined", "runtime/default")
 		}

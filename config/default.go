@@ -57,4 +57,8 @@ address = ""
 allow_privileged = false
 # Seccomp profile for containers that ask for none: "unconfined" | "runtime/default".
 default_seccomp = "unconfined"
+# Enroot configuration directory for this handler's pods; empty: [enroot] config_dir.
+enroot_config_dir = ""
+# Skip the Enroot hooks.d scripts for this handler's pods.
+disable_hooks = false
 `

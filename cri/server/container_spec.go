@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
@@ -32,32 +33,15 @@ func command(cfg *runtimeapi.ContainerConfig, img *image.Image) []string {
 	}
 }
 
-// environment is the image's environment followed by the CRI's; a later value of a
+// environment is the container's base environment: defaults, then the image's (the
+// Enroot environ.d files and the CRI's follow, in containerConfig); a later value of a
 // name replaces an earlier one in place.
-func environment(img *image.Image, cfg *runtimeapi.ContainerConfig, hostname string, home string) []string {
-	var out []string
-	index := map[string]int{}
-	set := func(kv string) {
-		name, _, _ := strings.Cut(kv, "=")
-		if i, ok := index[name]; ok {
-			out[i] = kv
-			return
-		}
-		index[name] = len(out)
-		out = append(out, kv)
+func environment(img *image.Image, hostname string, home string) []string {
+	env := enroot.MergeEnv([]string{defaultPathEnv, "HOSTNAME=" + hostname}, img.Env)
+	if _, ok := enroot.Lookup(env, "HOME"); !ok {
+		env = append(env, "HOME="+home)
 	}
-	set(defaultPathEnv)
-	set("HOSTNAME=" + hostname)
-	for _, kv := range img.Env {
-		set(kv)
-	}
-	for _, kv := range cfg.GetEnvs() {
-		set(kv.GetKey() + "=" + string(kv.GetValue()))
-	}
-	if _, ok := index["HOME"]; !ok {
-		set("HOME=" + home)
-	}
-	return out
+	return env
 }
 
 // podMounts are /etc/hosts, /etc/resolv.conf and /etc/hostname from the pod, unless
@@ -215,7 +199,7 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 	spec := specs.Spec{
 		Process: &specs.Process{
 			Terminal: cfg.GetTty(), Args: args, Cwd: cwd, OOMScoreAdj: &oom,
-			Env:  environment(img, cfg, strings.TrimSpace(string(hostname)), user.Home),
+			Env:  environment(img, strings.TrimSpace(string(hostname)), user.Home),
 			User: specs.User{UID: uint32(user.UID), GID: uint32(user.GID), AdditionalGids: groups},
 		},
 		Root:   &specs.Root{Path: root, Readonly: cfg.GetLinux().GetSecurityContext().GetReadonlyRootfs()},
@@ -232,5 +216,38 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 	if dir, rel := pod.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
 		logPath = filepath.Join(dir, rel)
 	}
-	return &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Volumes: img.Volumes}, nil
+	ec, err := s.enrootConfig(pod.Handler)
+	if err != nil {
+		return nil, err
+	}
+	environ, err := enroot.Environ(ec.Dir, func(k string) (string, bool) {
+		if v, ok := enroot.Lookup(spec.Process.Env, k); ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
+	})
+	if err != nil {
+		return nil, err
+	}
+	spec.Process.Env = enroot.MergeEnv(enroot.MergeEnv(spec.Process.Env, environ), criEnv(cfg))
+	return &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
+		Volumes: img.Volumes, Enroot: ec}, nil
+}
+
+// enrootConfig is the node's Enroot configuration for a handler's containers.
+func (s *Server) enrootConfig(handler string) (*container.EnrootConfig, error) {
+	dir := s.cfg.EnrootDir(handler)
+	settings, err := enroot.LoadSettings(dir, os.Environ())
+	if err != nil {
+		return nil, err
+	}
+	return &container.EnrootConfig{Dir: dir, Settings: settings.Env(), Hooks: !s.cfg.Runtimes[handler].DisableHooks, RCLocal: true}, nil
+}
+
+func criEnv(cfg *runtimeapi.ContainerConfig) []string {
+	var out []string
+	for _, kv := range cfg.GetEnvs() {
+		out = append(out, kv.GetKey()+"="+string(kv.GetValue()))
+	}
+	return out
 }

@@ -30,9 +30,11 @@ type Config struct {
 	// Volumes are directories created in the root (the image's volumes).
 	Volumes []string `json:"volumes,omitempty"`
 	// LogPath receives stdout and stderr in the CRI log format; empty discards them.
-	LogPath   string `json:"log_path"`
-	Stdin     bool   `json:"stdin"`
-	StdinOnce bool   `json:"stdin_once"`
+	LogPath string `json:"log_path"`
+	// Enroot, when set, applies the node's Enroot configuration and hooks.
+	Enroot    *EnrootConfig `json:"enroot,omitempty"`
+	Stdin     bool          `json:"stdin"`
+	StdinOnce bool          `json:"stdin_once"`
 }
 
 func writeConfig(bundle string, cfg *Config) error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
@@ -74,8 +76,17 @@ func (e *Engine) Exec(ctx context.Context, id string, opts ExecOptions) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("exec needs nsenter from util-linux: %w", errdefs.WithKind(err, errdefs.ErrFailedPrecondition))
 	}
+	env := cfg.Spec.Process.Env
+	if f, err := os.Open(filepath.Join(e.Bundle(id), "environ")); err == nil {
+		// The hooks' final word on the environment.
+		env, err = enroot.ParseEnviron(f, func(string) (string, bool) { return "", false })
+		f.Close()
+		if err != nil {
+			return 0, fmt.Errorf("read container environment: %w", err)
+		}
+	}
 	spec := execSpec{Nsenter: nsenter, Security: securityOf(&cfg.Spec),
-		Args: opts.Args, Env: cfg.Spec.Process.Env, Cwd: cfg.Spec.Process.Cwd, User: cfg.Spec.Process.User,
+		Args: opts.Args, Env: env, Cwd: cfg.Spec.Process.Cwd, User: cfg.Spec.Process.User,
 		Target: st.InitPid, Procs: opts.CgroupProcs, Ns: nsenterFlags(&cfg.Spec),
 	}
 	data, err := json.Marshal(spec)

@@ -55,6 +55,9 @@ func prepareAndWait(bundle string, sync *os.File) error {
 	if err := setOOMScore(spec.Process.OOMScoreAdj); err != nil {
 		return err
 	}
+	if cfg.Enroot != nil && cfg.Enroot.RCLocal {
+		spec.Process.Args = withRCLocal(spec.Process.Args)
+	}
 	path, err := lookPath(spec.Process.Args, spec.Process.Env)
 	if err != nil {
 		return err
@@ -123,6 +126,13 @@ func setupRootfs(bundle string, cfg *Config) error {
 		if err := mountInto(rootfd, m); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)
 		}
+	}
+	if cfg.Enroot != nil {
+		env, err := applyEnroot(rootfd, rootfs, bundle, cfg.Enroot, cfg.Spec.Process.Env)
+		if err != nil {
+			return err
+		}
+		cfg.Spec.Process.Env = env
 	}
 	if err := makeDevices(rootfd, cfg.Spec.Linux); err != nil {
 		return err
