@@ -14,7 +14,7 @@ export CGO_ENABLED := 0
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test lint demo bench-pull bench-start clean
+.PHONY: help build crictl deps test lint demo bench-pull bench-start critest clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -52,6 +52,11 @@ bench-pull: deps ## pull a generated ~1 GiB, 10-layer image from 127.0.0.1; prin
 
 bench-start: deps build ## create+start latency for a ~10 MiB and a ~2 GiB image, daemon and shim memory
 	$(GO) run ./tests/cmd/bench-start -bin $(BIN)/enroot-cri
+
+critest: deps build crictl ## run critest (cri-tools v1.37.0) against enroot-cri with locally built images
+	@test -x $(BIN)/critest || { $(GO) mod download $(CRI_TOOLS)@$(CRI_TOOLS_VERSION) && \
+		cd "$$($(GO) env GOMODCACHE)/$(CRI_TOOLS)@$(CRI_TOOLS_VERSION)" && $(GO) test -c -o $(BIN)/critest ./cmd/critest; }
+	./tests/critest.sh
 
 clean: ## remove build outputs
 	rm -rf $(BIN) _output

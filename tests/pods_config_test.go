@@ -157,3 +157,36 @@ func TestDevicesMountsAndFilters(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, pods.Items, 2)
 }
+
+func TestImageVolumes(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	cfg := e.podConfig("imgvol", nil)
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"/bin/sh", "-c", `ls /vol/bin/busybox /etc-only/passwd && touch /vol/x 2>&1; echo done`},
+		Mounts: []*runtimeapi.Mount{
+			{ContainerPath: "/vol", Readonly: true, Image: &runtimeapi.ImageSpec{Image: e.image}},
+			{ContainerPath: "/etc-only", Readonly: true, Image: &runtimeapi.ImageSpec{Image: e.image}, ImageSubPath: "etc"},
+		},
+		LogPath: "c.log",
+		Linux:   &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{}}},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	st := e.waitExited(t, id)
+	out := e.crictl(t, "logs", id)
+	assert.Contains(t, out, "/vol/bin/busybox")
+	assert.Contains(t, out, "/etc-only/passwd", "image_sub_path mounts only that directory")
+	assert.Contains(t, out, "Read-only file system")
+	img, err := e.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: e.image}})
+	require.NoError(t, err)
+	require.Len(t, st.Mounts, 2)
+	assert.Equal(t, img.Image.Id, st.Mounts[0].Image.ImageRef, "the status names the mounted image")
+
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "escape"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Mounts: []*runtimeapi.Mount{{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: e.image}, ImageSubPath: "../../etc"}}}})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+}

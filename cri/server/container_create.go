@@ -68,6 +68,9 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	}
 	u.push(func() error { return s.mounts.Release(img.ID) })
 	sc := cfg.GetLinux().GetSecurityContext()
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return nil, fmt.Errorf("linux.security_context.run_as_group needs run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
+	}
 	user, err := resolveUser(userRequest{
 		UID: optional(sc.GetRunAsUser()), GID: optional(sc.GetRunAsGroup()), Username: sc.GetRunAsUsername(),
 		Supplemental: sc.GetSupplementalGroups(), ImageUser: img.User, imageRoot: root,
@@ -75,7 +78,11 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	if err != nil {
 		return nil, err
 	}
-	ccfg, err := s.containerConfig(id, pod, cfg, img, root, user)
+	volumes, volumeIDs, err := s.imageVolumes(ctx, u, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ccfg, err := s.containerConfig(id, pod, cfg, img, root, user, volumes)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +111,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	rec := &containerRecord{
 		ID: id, PodID: pod.ID, ImageID: img.ID, ImageRef: imageRef(img), State: containerCreated,
 		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, CgroupParents: cg.Created, StopSignal: img.StopSignal,
-		UID: user.UID, GID: user.GID, Groups: user.Groups, config: cfg,
+		UID: user.UID, GID: user.GID, Groups: user.Groups, ImageVolumes: volumeIDs, config: cfg,
 	}
 	if rec.Config, err = protojson.Marshal(cfg); err != nil {
 		return nil, fmt.Errorf("encode container config: %w", err)

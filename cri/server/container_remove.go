@@ -54,8 +54,10 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 		parents = append([]string{cgroups.DefaultParent}, parents...)
 	}
 	cgroups.RemoveAncestors(parents)
-	if err := s.mounts.Release(c.ImageID); err != nil {
-		return err
+	for _, v := range append([]string{c.ImageID}, c.ImageVolumes...) {
+		if err := s.mounts.Release(v); err != nil {
+			return err
+		}
 	}
 	s.transition.Lock()
 	err = s.recs.deleteContainer(id)

@@ -70,6 +70,9 @@ func podMounts(pod *podRecord, cfg *runtimeapi.ContainerConfig) []specs.Mount {
 func criMounts(cfg *runtimeapi.ContainerConfig) ([]specs.Mount, error) {
 	var out []specs.Mount
 	for i, m := range cfg.GetMounts() {
+		if m.GetImage().GetImage() != "" {
+			continue // an image volume: see imageVolumes
+		}
 		if !filepath.IsAbs(m.GetContainerPath()) {
 			return nil, fmt.Errorf("config.mounts[%d].container_path %q must be absolute: %w", i, m.GetContainerPath(), errdefs.ErrInvalidArgument)
 		}
@@ -170,11 +173,13 @@ func resources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
 }
 
 // containerConfig is the engine's configuration for a CRI container.
-func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.ContainerConfig, img *image.Image, root string, user identity) (*container.Config, error) {
+func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.ContainerConfig, img *image.Image,
+	root string, user identity, volumes []specs.Mount) (*container.Config, error) {
 	mounts, err := criMounts(cfg)
 	if err != nil {
 		return nil, err
 	}
+	mounts = append(mounts, volumes...)
 	devices, err := criDevices(cfg)
 	if err != nil {
 		return nil, err
@@ -230,8 +235,12 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 		return nil, err
 	}
 	spec.Process.Env = enroot.MergeEnv(enroot.MergeEnv(spec.Process.Env, environ), criEnv(cfg))
+	shared := false
+	for _, m := range cfg.GetMounts() {
+		shared = shared || m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
+	}
 	return &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
-		Volumes: img.Volumes, Enroot: ec}, nil
+		Volumes: img.Volumes, Enroot: ec, SharedRoot: shared}, nil
 }
 
 // enrootConfig is the node's Enroot configuration for a handler's containers.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
@@ -61,7 +62,7 @@ func containerStatus(c *containerRecord) *runtimeapi.ContainerStatus {
 		CreatedAt: unixNano(c.CreatedAt), StartedAt: unixNano(c.StartedAt), FinishedAt: unixNano(c.FinishedAt),
 		ExitCode: c.ExitCode, Image: cfg.GetImage(), ImageRef: c.ImageRef, ImageId: c.ImageID,
 		Reason: c.Reason, Message: c.Message, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
-		Mounts: cfg.GetMounts(), LogPath: c.LogPath,
+		Mounts: statusMounts(cfg.GetMounts(), c.ImageVolumes), LogPath: c.LogPath,
 		Resources: &runtimeapi.ContainerResources{Linux: cfg.GetLinux().GetResources()},
 		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
 			Uid: c.UID, Gid: c.GID, SupplementalGroups: groups,
@@ -109,4 +110,20 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 	}
 	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	return &updated
+}
+
+// statusMounts reports the container's mounts; an image volume carries the ID of the
+// image mounted (ImageSpec.image_ref).
+func statusMounts(mounts []*runtimeapi.Mount, volumeIDs []string) []*runtimeapi.Mount {
+	out := make([]*runtimeapi.Mount, 0, len(mounts))
+	i := 0
+	for _, m := range mounts {
+		if m.GetImage().GetImage() != "" && i < len(volumeIDs) {
+			m = proto.Clone(m).(*runtimeapi.Mount)
+			m.Image.ImageRef = volumeIDs[i]
+			i++
+		}
+		out = append(out, m)
+	}
+	return out
 }

@@ -34,6 +34,9 @@ func (s *Server) recover() error {
 	for _, c := range s.recs.allContainers() {
 		s.refresh(ctx, c.ID)
 		inUse[c.ImageID]++
+		for _, v := range c.ImageVolumes {
+			inUse[v]++
+		}
 	}
 	if err := s.mounts.Recover(inUse); err != nil {
 		return err

@@ -72,6 +72,8 @@ type containerRecord struct {
 	UID           int64    `json:"uid"`
 	GID           int64    `json:"gid"`
 	Groups        []int64  `json:"groups,omitempty"`
+	// ImageVolumes are the IDs of the images mounted as volumes, one use each.
+	ImageVolumes []string `json:"image_volumes,omitempty"`
 
 	config *runtimeapi.ContainerConfig
 }

@@ -27,6 +27,9 @@ type Config struct {
 	// UpperDir and WorkDir hold the container's writable overlay layer.
 	UpperDir string `json:"upper_dir"`
 	WorkDir  string `json:"work_dir"`
+	// SharedRoot keeps the container's view of the host's mounts shared rather than
+	// slave, so that a bidirectional mount propagates back to the host.
+	SharedRoot bool `json:"shared_root,omitempty"`
 	// Volumes are directories created in the root (the image's volumes).
 	Volumes []string `json:"volumes,omitempty"`
 	// LogPath receives stdout and stderr in the CRI log format; empty discards them.

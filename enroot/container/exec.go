@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -157,6 +158,7 @@ func runExec(ctx context.Context, cmd *exec.Cmd, opts ExecOptions) (int, error) 
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its session: nsenter and the command
 		killed := <-done
+		waitGroupGone(cmd.Process.Pid)
 		<-copies
 		return 0, fmt.Errorf("exec: %w", errors.Join(ctx.Err(), killed))
 	}
@@ -231,4 +233,13 @@ func RunExecStage() error {
 		return err
 	}
 	return unix.Exec(path, spec.Args, spec.Env)
+}
+
+// waitGroupGone waits (up to 5 s) until no process of process group pgid is left, so
+// that a killed exec is gone when the call returns.
+func waitGroupGone(pgid int) {
+	for i := 0; i < 500 && syscall.Kill(-pgid, 0) == nil; i++ {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		time.Sleep(10 * time.Millisecond)
+	}
 }

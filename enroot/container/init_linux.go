@@ -98,13 +98,26 @@ func prepareAndWait(bundle string, sync *os.File) error {
 // setupRootfs mounts the overlay root, the configured mounts and devices, and pivots
 // into it.
 func setupRootfs(bundle string, cfg *Config) error {
-	// Nothing mounted here propagates back to the host; host mounts still reach us.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
-		return fmt.Errorf("make mounts slave: %w", err)
+	// Host mounts reach the container; the container's reach the host only through a
+	// bidirectional mount, and then only inside it.
+	propagation := uintptr(unix.MS_REC | unix.MS_SLAVE)
+	if cfg.SharedRoot {
+		propagation = unix.MS_REC | unix.MS_SHARED
+	}
+	if err := unix.Mount("", "/", "", propagation, ""); err != nil {
+		return fmt.Errorf("set mount propagation: %w", err)
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return fmt.Errorf("create rootfs: %w", err)
+	}
+	// A private mount under the root keeps everything mounted into it (overlay, /proc,
+	// binds) from propagating anywhere, and lets pivot_root work.
+	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind rootfs: %w", err)
+	}
+	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make rootfs private: %w", err)
 	}
 	overlay := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", cfg.Spec.Root.Path, cfg.UpperDir, cfg.WorkDir)
 	if err := unix.Mount("overlay", rootfs, "overlay", 0, overlay); err != nil {

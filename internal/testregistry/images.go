@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -133,47 +134,76 @@ func Image(cfg v1.Config, oci bool, layers ...v1.Layer) (v1.Image, error) {
 
 var libPath = regexp.MustCompile(`(/\S+\.so[.\d]*)`)
 
+// DefaultPasswd and DefaultGroup are the test images' /etc/passwd and /etc/group.
+const (
+	DefaultPasswd = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\n" +
+		"nobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
+	DefaultGroup = "root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n"
+)
+
 // BusyboxEntries returns the tar entries of a small root filesystem made from the
 // host's dynamic busybox: the binary and its libraries, applets as hard links in /bin,
 // and /etc/passwd and /etc/group with the usual users.
 func BusyboxEntries() ([]Entry, error) {
+	return RootfsEntries(nil, DefaultPasswd, DefaultGroup)
+}
+
+// RootfsEntries is BusyboxEntries with more host binaries (copied to the same path,
+// with their libraries) and the given passwd and group files.
+func RootfsEntries(binaries []string, passwd, group string) ([]Entry, error) {
 	bin, err := exec.LookPath("busybox")
 	if err != nil {
 		return nil, fmt.Errorf("busybox is not installed (apt-get install busybox): %w", err)
 	}
 	bin, _ = filepath.EvalSymlinks(bin)
-	ldd, err := exec.Command("ldd", bin).Output()
-	if err != nil {
-		return nil, fmt.Errorf("ldd %s: %w", bin, err)
-	}
 	entries := []Entry{{Name: "bin/", Type: tar.TypeDir}, {Name: "etc/", Type: tar.TypeDir},
 		{Name: "tmp/", Type: tar.TypeDir, Mode: 0o1777}, {Name: "root/", Type: tar.TypeDir, Mode: 0o700}}
-	seen := map[string]bool{}
-	for _, lib := range libPath.FindAllString(string(ldd), -1) {
-		resolved, err := filepath.EvalSymlinks(lib)
-		if err != nil || seen[lib] {
+	seen := map[string]bool{"/bin": true, "/etc": true, "/tmp": true}
+	for _, b := range append([]string{bin}, binaries...) {
+		more, err := binaryEntries(b, seen)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, more...)
+	}
+	if bin != "/bin/busybox" {
+		entries = append(entries, Entry{Name: "bin/busybox", Type: tar.TypeLink, Linkname: bin[1:]})
+	}
+	list, err := exec.Command(bin, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("list busybox applets: %w", err)
+	}
+	for _, applet := range strings.Fields(string(list)) {
+		if applet != "busybox" {
+			entries = append(entries, Entry{Name: "bin/" + applet, Type: tar.TypeLink, Linkname: "bin/busybox"})
+		}
+	}
+	return append(entries, Entry{Name: "etc/passwd", Body: passwd}, Entry{Name: "etc/group", Body: group}), nil
+}
+
+// binaryEntries returns a host binary and the libraries ldd lists for it.
+func binaryEntries(path string, seen map[string]bool) ([]Entry, error) {
+	ldd, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", path, err)
+	}
+	var entries []Entry
+	for _, file := range append(libPath.FindAllString(string(ldd), -1), path) {
+		if seen[file] {
 			continue
 		}
-		seen[lib] = true
+		resolved, err := filepath.EvalSymlinks(file)
+		if err != nil {
+			continue
+		}
+		seen[file] = true
 		body, err := os.ReadFile(resolved)
 		if err != nil {
 			return nil, err
 		}
-		entries = append(entries, dirsOf(lib, seen)...)
-		entries = append(entries, Entry{Name: lib[1:], Body: string(body), Mode: 0o755})
+		entries = append(entries, dirsOf(file, seen)...)
+		entries = append(entries, Entry{Name: file[1:], Body: string(body), Mode: 0o755})
 	}
-	body, err := os.ReadFile(bin)
-	if err != nil {
-		return nil, err
-	}
-	entries = append(entries, Entry{Name: "bin/busybox", Body: string(body), Mode: 0o755})
-	for _, applet := range []string{"sh", "echo", "cat", "ls", "sleep", "env", "id", "wget", "httpd", "nc", "ps", "kill", "true", "false", "hostname", "mkdir", "touch", "grep", "top", "head", "tail", "tty", "wc", "uname", "pwd", "rm", "ln", "chmod", "date", "seq", "stat", "test", "[", "ip", "ifconfig", "pgrep", "pidof", "dd", "find", "sed", "awk", "tr", "whoami", "mount", "nslookup", "ping", "unshare", "umount"} {
-		entries = append(entries, Entry{Name: "bin/" + applet, Type: tar.TypeLink, Linkname: "bin/busybox"})
-	}
-	entries = append(entries,
-		Entry{Name: "etc/passwd", Body: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"},
-		Entry{Name: "etc/group", Body: "root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n"},
-	)
 	return entries, nil
 }
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make critest: run the CRI validation suite (critest from cri-tools v1.37.0) against
+# enroot-cri on a scratch configuration: locally built test images served under their
+# real names through registry mirrors, and a CNI bridge with no route out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+OUT=$PWD/_output
+mkdir -p "$OUT"
+work=$(mktemp -d /tmp/enroot-cri-critest.XXXXXX)
+bridge=ecri-crit0
+pids=()
+cleanup() {
+  if [ -S "$work/enroot-cri.sock" ]; then
+    "$BIN/crictl" --config "$work/crictl.yaml" rmp -fa >/dev/null 2>&1 || true
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip link del "$bridge" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+go run ./tests/cmd/critest-images > "$work/registry.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
+registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
+[ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
+
+mkdir -p "$work/cni"
+cat > "$work/cni/10-critest.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "enroot-cri-critest", "plugins": [
+  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.251.0/24"}]], "dataDir": "$work/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+{
+  echo "socket = \"$work/enroot-cri.sock\""
+  echo "root = \"$work/root\""
+  echo "state = \"$work/state\""
+  for host in registry.k8s.io gcr.io k8s.gcr.io docker.io public.ecr.aws; do
+    printf '[registries."%s"]\nmirrors = ["http://%s"]\n' "$host" "$registry"
+  done
+  printf '[cni]\nconf_dir = "%s/cni"\nbin_dirs = ["/usr/lib/cni"]\n' "$work"
+  printf '[enroot]\nconfig_dir = "%s/enroot"\n' "$work"
+  # critest runs privileged containers (mount propagation, privileged specs).
+  printf '[runtimes.enroot]\nallow_privileged = true\n'
+
+} > "$work/config.toml"
+printf 'runtime-endpoint: unix://%s/enroot-cri.sock\nimage-endpoint: unix://%s/enroot-cri.sock\ntimeout: 60\n' "$work" "$work" > "$work/crictl.yaml"
+
+"$BIN/enroot-cri" serve --config "$work/config.toml" > "$OUT/critest-daemon.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do "$BIN/crictl" --config "$work/crictl.yaml" version >/dev/null 2>&1 && break; sleep 0.1; done
+
+set +e
+"$BIN/critest" --runtime-endpoint "unix://$work/enroot-cri.sock" --image-endpoint "unix://$work/enroot-cri.sock" \
+  --ginkgo.junit-report "$OUT/critest-junit.xml" --ginkgo.no-color ${CRITEST_ARGS:-} > "$OUT/critest.log" 2>&1
+rc=$?
+set -e
+go run ./tests/cmd/critest-report -junit "$OUT/critest-junit.xml" -expected tests/critest-expected-failures.txt
