@@ -190,3 +190,20 @@ func TestHostPortMapping(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "hostPort %d never answered", hostPort)
 	assert.Equal(t, "via-host-port\n", string(body))
 }
+
+func TestOOMKilled(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("oom", nil)
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "hog"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		// tail keeps one ever-growing line of zeros in memory.
+		Command: []string{"tail", "/dev/zero"},
+		Linux:   &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}},
+	})
+	_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	st := e.waitExited(t, id)
+	assert.Equal(t, "OOMKilled", st.Reason)
+	assert.Equal(t, int32(137), st.ExitCode)
+}
