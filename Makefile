@@ -14,7 +14,7 @@ export CGO_ENABLED := 0
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test lint demo bench-pull bench-start critest clean
+.PHONY: help build crictl deps test lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -53,10 +53,16 @@ bench-pull: deps ## pull a generated ~1 GiB, 10-layer image from 127.0.0.1; prin
 bench-start: deps build ## create+start latency for a ~10 MiB and a ~2 GiB image, daemon and shim memory
 	$(GO) run ./tests/cmd/bench-start -bin $(BIN)/enroot-cri
 
-critest: deps build crictl ## run critest (cri-tools v1.37.0) against enroot-cri with locally built images
+critest-bin: ## build bin/critest from cri-tools v1.37.0 through the Go module proxy
 	@test -x $(BIN)/critest || { $(GO) mod download $(CRI_TOOLS)@$(CRI_TOOLS_VERSION) && \
 		cd "$$($(GO) env GOMODCACHE)/$(CRI_TOOLS)@$(CRI_TOOLS_VERSION)" && $(GO) test -c -o $(BIN)/critest ./cmd/critest; }
+
+critest: deps build crictl critest-bin ## run critest (cri-tools v1.37.0) against enroot-cri with locally built images
 	./tests/critest.sh
+
+bench: deps build crictl critest-bin ## critest -benchmark against enroot-cri and containerd (Debian) side by side
+	@for p in containerd runc; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; break; }; done
+	./tests/bench.sh
 
 clean: ## remove build outputs
 	rm -rf $(BIN) _output

@@ -3,6 +3,8 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -35,12 +37,16 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		return fmt.Errorf("read manifest of %s: %w", displayName(src.ref), classify(err))
 	}
 	digests := make([]string, len(layers))
+	diffIDs := make([]string, len(layers))
 	for i, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
 			return fmt.Errorf("layer %d of %s: %w", i, displayName(src.ref), err)
 		}
 		digests[i] = d.String()
+		if i < len(cfgFile.RootFS.DiffIDs) {
+			diffIDs[i] = cfgFile.RootFS.DiffIDs[i].String()
+		}
 	}
 	defer s.holdBlobs(digests)()
 
@@ -58,7 +64,7 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 	stats := Stats{Layers: len(layers)}
 	var prog progress
 	defer prog.report(ctx, displayName(src.ref), len(layers), opts)()
-	if err := s.fetchAndApply(ctx, rootfs, layers, digests, &prog, &stats); err != nil {
+	if err := s.fetchAndApply(ctx, rootfs, layerRefs{layers, digests, diffIDs}, &prog, &stats); err != nil {
 		return fmt.Errorf("pull %s: %w", displayName(src.ref), err)
 	}
 	t, err := openTree(rootfs)
@@ -121,15 +127,23 @@ func (s *Store) holdBlobs(digests []string) func() {
 
 // fetchAndApply downloads every layer concurrently and applies each, in order, as soon
 // as it and the ones below it are in the cache.
-func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.Layer, digests []string, prog *progress, stats *Stats) error {
+// layerRefs are a manifest's layer digests and the config's diff IDs (the digests of
+// the uncompressed layers; empty when the config lists none).
+type layerRefs struct {
+	layers           []v1.Layer
+	digests, diffIDs []string
+}
+
+func (s *Store) fetchAndApply(ctx context.Context, rootfs string, refs layerRefs, prog *progress, stats *Stats) error {
+	digests := refs.digests
 	start := time.Now()
 	var mu sync.Mutex // guards stats.Download, the time the last layer was cached
 	g, gctx := errgroup.WithContext(ctx)
-	ready := make([]chan struct{}, len(layers))
-	for i := range layers {
+	ready := make([]chan struct{}, len(digests))
+	for i := range digests {
 		ready[i] = make(chan struct{})
 		g.Go(func() error {
-			err := s.blobs.fetch(gctx, digests[i], layers[i].Compressed, func(n int64) { prog.bytes.Add(n) })
+			err := s.blobs.fetch(gctx, digests[i], refs.layers[i].Compressed, func(n int64) { prog.bytes.Add(n) })
 			if err != nil {
 				return classify(err)
 			}
@@ -146,14 +160,14 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.La
 			return err
 		}
 		defer t.Close()
-		for i := range layers {
+		for i := range digests {
 			select {
 			case <-ready[i]:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
 			applyStart := time.Now()
-			if err := s.applyBlob(t, digests[i]); err != nil {
+			if err := s.applyBlob(t, digests[i], refs.diffIDs[i]); err != nil {
 				return errdefs.WithKind(fmt.Errorf("layer %d (%s): %w", i+1, digests[i], err), errdefs.ErrInvalidArgument)
 			}
 			stats.Apply += time.Since(applyStart)
@@ -164,7 +178,9 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, layers []v1.La
 	return g.Wait()
 }
 
-func (s *Store) applyBlob(t *tree, digest string) error {
+// applyBlob applies a cached layer and checks its uncompressed content against the
+// diff ID the image config gives (when it gives one).
+func (s *Store) applyBlob(t *tree, digest, diffID string) error {
 	f, err := os.Open(s.blobs.path(digest))
 	if err != nil {
 		return fmt.Errorf("open cached blob: %w", err)
@@ -175,12 +191,19 @@ func (s *Store) applyBlob(t *tree, digest string) error {
 		return err
 	}
 	defer r.Close()
-	if err := t.applyLayer(r); err != nil {
+	h := sha256.New()
+	tee := io.TeeReader(r, h)
+	if err := t.applyLayer(tee); err != nil {
 		return err
 	}
-	// Drain trailing padding so that gzip verifies its checksum.
-	_, err = io.Copy(io.Discard, r)
-	return err
+	// Drain trailing padding so that gzip verifies its checksum and the hash is whole.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); diffID != "" && got != diffID {
+		return fmt.Errorf("uncompressed layer has digest %s but the image config says %s", got, diffID)
+	}
+	return nil
 }
 
 // squashArgs is the mksquashfs command line that writes dir to out. Ownership is kept

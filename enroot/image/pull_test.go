@@ -2,6 +2,8 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -284,4 +288,26 @@ func TestInsecureRegistryOverUntrustedTLS(t *testing.T) {
 	img, err := lax.Pull(context.Background(), ref, PullOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "tls", catFile(t, img.Squashfs, "f"))
+}
+
+func TestPullRefusesALayerThatDoesNotMatchItsDiffID(t *testing.T) {
+	reg := startRegistry(t, testregistry.Options{})
+	raw, err := testregistry.Tar([]E{{Name: "f", Body: "x"}})
+	require.NoError(t, err)
+	// static layers claim their compressed digest as diff ID: wrong for a gzip layer.
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(raw)
+	require.NoError(t, zw.Close())
+	im, err := testregistry.Image(v1.Config{}, true, static.NewLayer(buf.Bytes(), types.OCILayer))
+	require.NoError(t, err)
+	_, err = reg.Push("bad/diffid:1", im)
+	require.NoError(t, err)
+	root := storeRoot(t)
+	s := openStore(t, root, nil)
+	_, err = s.Pull(context.Background(), reg.Host+"/bad/diffid:1", PullOptions{})
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "but the image config says")
+	assert.Empty(t, s.List())
+	assert.Empty(t, dirEntries(t, filepath.Join(root, "images")))
 }

@@ -4,7 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +18,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 )
@@ -108,7 +110,31 @@ func LayerFromTar(raw []byte, c Compression, oci bool) (v1.Layer, error) {
 			mt = types.DockerUncompressedLayer
 		}
 	}
-	return static.NewLayer(buf.Bytes(), mt), nil
+	return &layer{compressed: buf.Bytes(), diffID: sha256Hash(raw), mediaType: mt}, nil
+}
+
+// layer is a test layer held in memory, with the right digest and diff ID (a runtime
+// that checks diff IDs against the image config, as containerd does, accepts it).
+type layer struct {
+	compressed []byte
+	diffID     v1.Hash
+	mediaType  types.MediaType
+}
+
+func (l *layer) Digest() (v1.Hash, error) { return sha256Hash(l.compressed), nil }
+func (l *layer) DiffID() (v1.Hash, error) { return l.diffID, nil }
+func (l *layer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.compressed)), nil
+}
+func (l *layer) Uncompressed() (io.ReadCloser, error) {
+	return nil, fmt.Errorf("test layers only serve their compressed form")
+}
+func (l *layer) Size() (int64, error)                { return int64(len(l.compressed)), nil }
+func (l *layer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
+
+func sha256Hash(b []byte) v1.Hash {
+	sum := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }
 
 // Image builds an image of layers with cfg, for linux on this machine's architecture.

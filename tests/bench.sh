@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# make bench: critest -benchmark against enroot-cri AND containerd + runc from Debian,
+# in one invocation, on the same locally built images and the same kind of CNI
+# network; prints per-operation medians and 95th percentiles for both and their ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$PWD/bin
+OUT=$PWD/_output/bench
+rm -rf "$OUT" && mkdir -p "$OUT/enroot-cri" "$OUT/containerd"
+work=$(mktemp -d /tmp/enroot-cri-bench.XXXXXX)
+pids=()
+cleanup() {
+  for sock in "$work/enroot-cri.sock" "$work/containerd.sock"; do
+    [ -S "$sock" ] && "$BIN/crictl" -r "unix://$sock" rmp -fa >/dev/null 2>&1 || true
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip link del ecri-bench0 2>/dev/null || true
+  ip link del ecri-bench1 2>/dev/null || true
+  umount -R "$work/containerd/state" 2>/dev/null || true
+  grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+go run ./tests/cmd/critest-images > "$work/registry.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
+registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
+[ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
+image=registry.k8s.io/e2e-test-images/busybox:1.29-2
+cat > "$work/params.yaml" <<YAML
+containersNumber: 100
+containersNumberParallel: 2
+containerBenchmarkTimeoutSeconds: 60
+podsNumber: 100
+podsNumberParallel: 2
+podBenchmarkTimeoutSeconds: 60
+imagesNumber: 50
+imagesNumberParallel: 1
+imageBenchmarkTimeoutSeconds: 60
+imagePullingBenchmarkImage: $image
+YAML
+
+cni() { # cni DIR BRIDGE SUBNET
+  mkdir -p "$1"
+  cat > "$1/10-bench.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "enroot-cri-bench", "plugins": [
+  {"type": "bridge", "bridge": "$2", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$3"}]], "dataDir": "$1/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+}
+
+bench() { # bench NAME SOCKET
+  echo "== critest -benchmark against $1"
+  "$BIN/critest" -benchmark --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" \
+    --benchmarking-params-file "$work/params.yaml" --benchmarking-output-dir "$OUT/$1" \
+    --ginkgo.no-color > "$OUT/$1.log" 2>&1 || { tail -30 "$OUT/$1.log"; return 1; }
+}
+
+# enroot-cri on a scratch configuration.
+cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
+{
+  echo "socket = \"$work/enroot-cri.sock\""
+  echo "root = \"$work/enroot/root\""
+  echo "state = \"$work/enroot/state\""
+  for host in registry.k8s.io gcr.io k8s.gcr.io docker.io; do
+    printf '[registries."%s"]\nmirrors = ["http://%s"]\n' "$host" "$registry"
+  done
+  printf '[cni]\nconf_dir = "%s/cni-enroot"\nbin_dirs = ["/usr/lib/cni"]\n[enroot]\nconfig_dir = "%s/enroot/etc"\n' "$work" "$work"
+} > "$work/enroot-cri.toml"
+"$BIN/enroot-cri" serve --config "$work/enroot-cri.toml" > "$OUT/enroot-cri-daemon.log" 2>&1 &
+pid=$!
+pids+=($pid)
+for _ in $(seq 100); do "$BIN/crictl" -r "unix://$work/enroot-cri.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+bench enroot-cri "$work/enroot-cri.sock"
+"$BIN/crictl" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
+kill "$pid"
+
+# containerd 1.6 + runc from Debian, same images through hosts.toml mirrors.
+cni "$work/cni-containerd" ecri-bench1 10.231.253.0/24
+for host in registry.k8s.io gcr.io k8s.gcr.io docker.io; do
+  mkdir -p "$work/certs.d/$host"
+  printf 'server = "https://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$host" "$registry" \
+    > "$work/certs.d/$host/hosts.toml"
+done
+cat > "$work/containerd.toml" <<TOML
+version = 2
+root = "$work/containerd/root"
+state = "$work/containerd/state"
+[grpc]
+  address = "$work/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$work/cni-containerd"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$work/certs.d"
+TOML
+containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do "$BIN/crictl" -r "unix://$work/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+bench containerd "$work/containerd.sock"
+
+echo
+go run ./tests/cmd/bench-report -a "enroot-cri=$OUT/enroot-cri" -b "containerd=$OUT/containerd" | tee "$OUT/report.txt"
