@@ -54,7 +54,8 @@ func Tar(entries []Entry) ([]byte, error) {
 		}
 		if hdr.Mode == 0 {
 			hdr.Mode = 0o644
-			if hdr.Typeflag == tar.TypeDir {
+			if hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeLink {
+				// A hard link's header carries its target's mode (some runtimes apply it).
 				hdr.Mode = 0o755
 			}
 		}

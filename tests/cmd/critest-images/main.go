@@ -89,7 +89,7 @@ func run(addr string) error {
 		{names: []string{staging + "test-image-user-uid-group:latest"}, marker: "uid-group", user: "1003:1004"},
 		{names: []string{staging + "test-image-user-username-group:latest"}, marker: "username-group", user: "www-data:1004"},
 		{names: []string{staging + "test-image-predefined-group:latest"}, marker: "predefined-group", user: "1000"},
-		{names: []string{"pause:3.9"}, marker: "pause", cmd: []string{"sleep", "2147483647"}},
+		{names: []string{"pause:3.9"}, marker: "pause", cmd: []string{"/bin/sleep", "2147483647"}},
 	}
 	reg, err := testregistry.Start(testregistry.Options{Addr: addr})
 	if err != nil {
