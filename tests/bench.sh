@@ -11,7 +11,7 @@ work=$(mktemp -d /tmp/enroot-cri-bench.XXXXXX)
 pids=()
 cleanup() {
   for sock in "$work/enroot-cri.sock" "$work/containerd.sock"; do
-    [ -S "$sock" ] && "$BIN/crictl" -r "unix://$sock" rmp -fa >/dev/null 2>&1 || true
+    [ -S "$sock" ] && "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$sock" rmp -fa >/dev/null 2>&1 || true
   done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -22,10 +22,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+touch "$work/crictl.yaml" # crictl reads it instead of warning about /etc/crictl.yaml
 
-go run ./tests/cmd/critest-images > "$work/registry.out" 2>&1 &
+go run ./tests/cmd/critest-images -bench > "$work/registry.out" 2>&1 &
 pids+=($!)
-for _ in $(seq 600); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 3000); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
 registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
 [ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
 image=registry.k8s.io/e2e-test-images/busybox:1.29-2
@@ -52,6 +53,31 @@ cni() { # cni DIR BRIDGE SUBNET
 JSON
 }
 
+now() { date +%s%N; }
+
+# sizes NAME SOCKET: what critest lacks: a ~1 GiB, 10-layer pull, and create+start of a
+# container from a ~10 MiB and a ~2 GiB image (through crictl, on a host-network pod).
+sizes() {
+  local c=("$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$2" -i "unix://$2" --timeout 900s) out="$OUT/$1-sizes.txt" t0 t1 pod id
+  echo "== image size comparisons against $1"
+  : > "$out"
+  t0=$(now); "${c[@]}" pull registry.k8s.io/bench/pull:1 >/dev/null; t1=$(now)
+  echo "pull_1GiB_10_layers $(( (t1 - t0) / 1000000 ))" >> "$out"
+  printf '{"metadata": {"name": "sizes", "namespace": "bench", "uid": "sizes-%s"}, "linux": {"security_context": {"namespace_options": {"network": 2}}}}\n' "$1" > "$work/pod.json"
+  pod=$("${c[@]}" runp "$work/pod.json")
+  for img in small big; do
+    "${c[@]}" pull "registry.k8s.io/bench/$img:1" >/dev/null
+    for i in 1 2 3 4 5; do
+      printf '{"metadata": {"name": "c-%s-%s"}, "image": {"image": "registry.k8s.io/bench/%s:1"}, "command": ["/bin/true"]}\n' "$img" "$i" "$img" > "$work/ctr.json"
+      t0=$(now); id=$("${c[@]}" create "$pod" "$work/ctr.json" "$work/pod.json"); "${c[@]}" start "$id" >/dev/null; t1=$(now)
+      echo "create_start_${img} $(( (t1 - t0) / 1000000 ))" >> "$out"
+      "${c[@]}" stop "$id" >/dev/null 2>&1 || true
+      for _ in 1 2 3 4 5; do "${c[@]}" rm "$id" >/dev/null 2>&1 && break; sleep 1; done
+    done
+  done
+  "${c[@]}" rmp -f "$pod" >/dev/null
+}
+
 bench() { # bench NAME SOCKET
   echo "== critest -benchmark against $1"
   "$BIN/critest" -benchmark --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" \
@@ -73,9 +99,10 @@ cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
 "$BIN/enroot-cri" serve --config "$work/enroot-cri.toml" > "$OUT/enroot-cri-daemon.log" 2>&1 &
 pid=$!
 pids+=($pid)
-for _ in $(seq 100); do "$BIN/crictl" -r "unix://$work/enroot-cri.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 bench enroot-cri "$work/enroot-cri.sock"
-"$BIN/crictl" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
+sizes enroot-cri "$work/enroot-cri.sock"
+"$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
 kill "$pid"
 
 # containerd 1.6 + runc from Debian, same images through hosts.toml mirrors.
@@ -102,8 +129,18 @@ state = "$work/containerd/state"
 TOML
 containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do "$BIN/crictl" -r "unix://$work/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 bench containerd "$work/containerd.sock"
+sizes containerd "$work/containerd.sock"
 
 echo
-go run ./tests/cmd/bench-report -a "enroot-cri=$OUT/enroot-cri" -b "containerd=$OUT/containerd" | tee "$OUT/report.txt"
+{
+  go run ./tests/cmd/bench-report -a "enroot-cri=$OUT/enroot-cri" -b "containerd=$OUT/containerd"
+  echo
+  printf '%-32s %14s %14s\n' "image sizes (median, via crictl)" enroot-cri containerd
+  for key in pull_1GiB_10_layers create_start_small create_start_big; do
+    med() { awk -v k="$key" '$1 == k {print $2}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    printf '%-32s %12sms %12sms\n' "$key" "$(med "$OUT/enroot-cri-sizes.txt")" "$(med "$OUT/containerd-sizes.txt")"
+  done
+  echo "(small: ~10 MiB image, big: ~2 GiB image; create+start includes two crictl invocations)"
+} | tee "$OUT/report.txt"

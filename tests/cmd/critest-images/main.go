@@ -29,8 +29,9 @@ const staging = "k8s-staging-cri-tools/"
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on (loopback)")
+	bench := flag.Bool("bench", false, "also serve bench/pull:1 (~1 GiB, 10 gzip layers), bench/small:1 (~10 MiB) and bench/big:1 (~2 GiB)")
 	flag.Parse()
-	if err := run(*addr); err != nil {
+	if err := run(*addr, *bench); err != nil {
 		fmt.Fprintf(os.Stderr, "critest-images: %v\n", err)
 		os.Exit(1)
 	}
@@ -45,7 +46,7 @@ type image struct {
 	extra  []testregistry.Entry
 }
 
-func run(addr string) error {
+func run(addr string, bench bool) error {
 	work, err := os.MkdirTemp("", "critest-images-")
 	if err != nil {
 		return err
@@ -98,6 +99,11 @@ func run(addr string) error {
 	defer reg.Close()
 	for _, im := range images {
 		if err := push(reg, base, im); err != nil {
+			return err
+		}
+	}
+	if bench {
+		if err := pushBenchImages(reg, base); err != nil {
 			return err
 		}
 	}
