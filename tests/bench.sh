@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
+. tests/lib.sh
 OUT=$PWD/_output/bench
 rm -rf "$OUT" && mkdir -p "$OUT/enroot-cri" "$OUT/containerd"
 work=$(mktemp -d /tmp/enroot-cri-bench.XXXXXX)
@@ -24,11 +25,7 @@ cleanup() {
 trap cleanup EXIT
 touch "$work/crictl.yaml" # crictl reads it instead of warning about /etc/crictl.yaml
 
-go run ./tests/cmd/critest-images -bench > "$work/registry.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 3000); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
-registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
-[ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
+start_registry 300 go run ./tests/cmd/critest-images -bench
 image=registry.k8s.io/e2e-test-images/busybox:1.29-2
 cat > "$work/params.yaml" <<YAML
 containersNumber: 100
@@ -99,7 +96,7 @@ cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
 "$BIN/enroot-cri" serve --config "$work/enroot-cri.toml" > "$OUT/enroot-cri-daemon.log" 2>&1 &
 pid=$!
 pids+=($pid)
-for _ in $(seq 100); do "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock"
 bench enroot-cri "$work/enroot-cri.sock"
 sizes enroot-cri "$work/enroot-cri.sock"
 "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
@@ -129,7 +126,7 @@ state = "$work/containerd/state"
 TOML
 containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock"
 bench containerd "$work/containerd.sock"
 sizes containerd "$work/containerd.sock"
 

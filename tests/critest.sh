@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
+. tests/lib.sh
 OUT=$PWD/_output
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/enroot-cri-critest.XXXXXX)
@@ -21,11 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-go run ./tests/cmd/critest-images > "$work/registry.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 600); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
-registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
-[ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
+start_registry 60 go run ./tests/cmd/critest-images
 
 mkdir -p "$work/cni"
 cat > "$work/cni/10-critest.conflist" <<JSON
@@ -51,7 +48,7 @@ printf 'runtime-endpoint: unix://%s/enroot-cri.sock\nimage-endpoint: unix://%s/e
 
 "$BIN/enroot-cri" serve --config "$work/config.toml" > "$OUT/critest-daemon.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do "$BIN/crictl" --config "$work/crictl.yaml" version >/dev/null 2>&1 && break; sleep 0.1; done
+wait_cri "$BIN/crictl" --config "$work/crictl.yaml"
 
 set +e
 "$BIN/critest" --runtime-endpoint "unix://$work/enroot-cri.sock" --image-endpoint "unix://$work/enroot-cri.sock" \

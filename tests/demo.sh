@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
+. tests/lib.sh
 work=$(mktemp -d /tmp/enroot-cri-demo.XXXXXX)
 pids=()
 bridge=ecri-demo0
@@ -22,11 +23,7 @@ trap cleanup EXIT
 
 echo "== building the demo image from this machine's busybox and serving it on 127.0.0.1"
 go build -o "$work/testregistry" ./tests/cmd/testregistry
-"$work/testregistry" demo/hello:1.0 > "$work/registry.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^ready' "$work/registry.out" 2>/dev/null && break; sleep 0.1; done
-registry=$(awk '/^ready/ {print $2}' "$work/registry.out")
-[ -n "$registry" ] || { cat "$work/registry.out"; exit 1; }
+start_registry 10 "$work/testregistry" demo/hello:1.0
 echo "registry: $registry"
 
 cat > "$work/config.toml" <<TOML
@@ -60,7 +57,7 @@ image-endpoint: unix://$work/enroot-cri.sock
 timeout: 60
 YAML
 crictl=("$BIN/crictl" --config "$work/crictl.yaml")
-for _ in $(seq 100); do "${crictl[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+wait_cri "${crictl[@]}"
 "${crictl[@]}" version
 
 echo "== crictl pull demo/hello:1.0"
