@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -188,5 +189,42 @@ func TestImageVolumes(t *testing.T) {
 	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
 		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "escape"}, Image: &runtimeapi.ImageSpec{Image: e.image},
 			Mounts: []*runtimeapi.Mount{{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: e.image}, ImageSubPath: "../../etc"}}}})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+}
+
+func TestRecursiveReadOnlyMounts(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	st, err := e.runtime.Status(ctx, &runtimeapi.StatusRequest{})
+	require.NoError(t, err)
+	require.NotEmpty(t, st.RuntimeHandlers)
+	assert.True(t, st.RuntimeHandlers[0].Features.RecursiveReadOnlyMounts)
+
+	cfg := e.podConfig("rro", nil)
+	pod := e.runPod(t, cfg)
+	host := t.TempDir()
+	sub := filepath.Join(host, "sub")
+	require.NoError(t, os.Mkdir(sub, 0o777))
+	require.NoError(t, exec.Command("mount", "-t", "tmpfs", "t", sub).Run())
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", sub).Run() })
+	run := func(name string, rro bool) string {
+		id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Command: []string{"/bin/sh", "-c", `touch /mnt/sub/f 2>&1 && echo writable`},
+			Mounts:  []*runtimeapi.Mount{{HostPath: host, ContainerPath: "/mnt", Readonly: true, RecursiveReadOnly: rro}},
+			LogPath: name + ".log",
+			Linux:   &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{}}},
+		})
+		_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+		require.NoError(t, err)
+		e.waitExited(t, id)
+		return e.crictl(t, "logs", id)
+	}
+	assert.Contains(t, run("plain", false), "writable", "a read-only bind leaves its submounts writable")
+	assert.Contains(t, run("recursive", true), "Read-only file system", "recursive_read_only reaches the submount")
+
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "bad"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Mounts: []*runtimeapi.Mount{{HostPath: host, ContainerPath: "/mnt", RecursiveReadOnly: true}}}})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
 }

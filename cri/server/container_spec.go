@@ -81,6 +81,12 @@ func criMounts(cfg *runtimeapi.ContainerConfig) ([]specs.Mount, error) {
 			return nil, fmt.Errorf("config.mounts[%d].host_path %q: %w", i, src, errdefs.WithKind(err, errdefs.ErrInvalidArgument))
 		}
 		opts := []string{"rbind"}
+		if m.GetRecursiveReadOnly() {
+			if !m.GetReadonly() || m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+				return nil, fmt.Errorf("config.mounts[%d].recursive_read_only needs readonly and private propagation: %w", i, errdefs.ErrInvalidArgument)
+			}
+			opts = append(opts, "rro")
+		}
 		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
 			opts = append(opts, "rslave")

@@ -20,7 +20,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	}
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{
 		Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady},
-	}}
+	}, RuntimeHandlers: s.runtimeHandlers()}
 	if req.GetVerbose() {
 		cfg, err := json.Marshal(s.cfg)
 		if err != nil {
@@ -29,4 +29,17 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		resp.Info = map[string]string{"config": string(cfg)}
 	}
 	return resp, nil
+}
+
+// runtimeHandlers lists the handlers and their features: the default ("") and each
+// configured one.
+func (s *Server) runtimeHandlers() []*runtimeapi.RuntimeHandler {
+	features := func() *runtimeapi.RuntimeHandlerFeatures {
+		return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true}
+	}
+	out := []*runtimeapi.RuntimeHandler{{Name: "", Features: features()}}
+	for _, h := range s.cfg.RuntimeHandlers() {
+		out = append(out, &runtimeapi.RuntimeHandler{Name: h, Features: features()})
+	}
+	return out
 }

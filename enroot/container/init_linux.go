@@ -216,6 +216,12 @@ func mountInto(rootfd int, m specs.Mount) error {
 			return fmt.Errorf("set propagation: %w", err)
 		}
 	}
+	if opts.recursiveRO {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(mounted, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			return fmt.Errorf("make read-only recursively: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ type mountOptions struct {
 	data        []string  // options passed to the filesystem
 	bind        bool
 	readonly    bool
+	recursiveRO bool // "rro": read-only all the way down (mount_setattr)
 }
 
 var flagOptions = map[string]struct {
@@ -45,6 +46,10 @@ func parseMountOptions(typ string, options []string) mountOptions {
 			} else {
 				m.flags |= f.flag
 			}
+			continue
+		}
+		if o == "rro" {
+			m.recursiveRO = true
 			continue
 		}
 		if p, ok := propagationOptions[o]; ok {
