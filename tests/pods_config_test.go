@@ -49,7 +49,7 @@ func TestPodDNSSysctlsAndUsers(t *testing.T) {
 		"bar", "/tmp/work",
 	}, out)
 	assert.Equal(t, uid, st.User.Linux.Uid)
-	assert.Equal(t, []int64{4242}, st.User.Linux.SupplementalGroups)
+	assert.Equal(t, []int64{5678, 4242}, st.User.Linux.SupplementalGroups, "the primary group first, as id -G lists them")
 
 	byName := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "named"}, Image: &runtimeapi.ImageSpec{Image: e.image},

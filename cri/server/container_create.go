@@ -74,6 +74,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	user, err := resolveUser(userRequest{
 		UID: optional(sc.GetRunAsUser()), GID: optional(sc.GetRunAsGroup()), Username: sc.GetRunAsUsername(),
 		Supplemental: sc.GetSupplementalGroups(), ImageUser: img.User, imageRoot: root,
+		Strict: sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict,
 	})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -56,7 +57,13 @@ func unixNano(t time.Time) int64 {
 
 func containerStatus(c *containerRecord) *runtimeapi.ContainerStatus {
 	cfg := c.config
-	groups := append([]int64(nil), c.Groups...)
+	// The process's groups as `id -G` lists them: the primary group, then the others.
+	groups := []int64{c.GID}
+	for _, g := range c.Groups {
+		if !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
 	return &runtimeapi.ContainerStatus{
 		Id: c.ID, Metadata: cfg.GetMetadata(), State: containerState(c),
 		CreatedAt: unixNano(c.CreatedAt), StartedAt: unixNano(c.StartedAt), FinishedAt: unixNano(c.FinishedAt),

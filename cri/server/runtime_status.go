@@ -20,7 +20,8 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	}
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{
 		Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady},
-	}, RuntimeHandlers: s.runtimeHandlers()}
+	}, RuntimeHandlers: s.runtimeHandlers(),
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true}}
 	if req.GetVerbose() {
 		cfg, err := json.Marshal(s.cfg)
 		if err != nil {

@@ -20,9 +20,12 @@ type identity struct {
 
 // userRequest is what the pod spec and the image say about the user.
 type userRequest struct {
-	UID, GID       *int64 // run_as_user, run_as_group
-	Username       string // run_as_username
-	Supplemental   []int64
+	UID, GID     *int64 // run_as_user, run_as_group
+	Username     string // run_as_username
+	Supplemental []int64
+	// Strict leaves out the groups the image's /etc/group gives the user
+	// (SupplementalGroupsPolicy Strict); Merge, the default, adds them.
+	Strict         bool
 	ImageUser      string // the image's USER: "name", "uid", "name:group", "uid:gid"
 	imageRoot      string // the image's tree, for /etc/passwd and /etc/group
 	passwd, groups []byte
@@ -72,7 +75,10 @@ func resolveUser(r userRequest) (identity, error) {
 	if r.GID != nil {
 		id.GID = *r.GID
 	}
-	id.Groups = append(memberOf(r.groups, name), r.Supplemental...)
+	if !r.Strict {
+		id.Groups = memberOf(r.groups, name)
+	}
+	id.Groups = append(id.Groups, r.Supplemental...)
 	return id, nil
 }
 
