@@ -10,18 +10,8 @@ OUT=$PWD/_output/bench
 rm -rf "$OUT" && mkdir -p "$OUT/enroot-cri" "$OUT/containerd"
 work=$(mktemp -d /tmp/enroot-cri-bench.XXXXXX)
 pids=()
-cleanup() {
-  for sock in "$work/enroot-cri.sock" "$work/containerd.sock"; do
-    [ -S "$sock" ] && "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$sock" rmp -fa >/dev/null 2>&1 || true
-  done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip link del ecri-bench0 2>/dev/null || true
-  ip link del ecri-bench1 2>/dev/null || true
-  umount -R "$work/containerd/state" 2>/dev/null || true
-  grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$work"
-}
+sockets=("$work/enroot-cri.sock" "$work/containerd.sock")
+bridges=(ecri-bench0 ecri-bench1)
 trap cleanup EXIT
 touch "$work/crictl.yaml" # crictl reads it instead of warning about /etc/crictl.yaml
 

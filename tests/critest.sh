@@ -11,15 +11,8 @@ mkdir -p "$OUT"
 work=$(mktemp -d /tmp/enroot-cri-critest.XXXXXX)
 bridge=ecri-crit0
 pids=()
-cleanup() {
-  if [ -S "$work/enroot-cri.sock" ]; then
-    "$BIN/crictl" --config "$work/crictl.yaml" rmp -fa >/dev/null 2>&1 || true
-  fi
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip link del "$bridge" 2>/dev/null || true
-  rm -rf "$work"
-}
+sockets=("$work/enroot-cri.sock")
+bridges=("$bridge")
 trap cleanup EXIT
 
 start_registry 60 go run ./tests/cmd/critest-images

@@ -10,15 +10,8 @@ BIN=$PWD/bin
 work=$(mktemp -d /tmp/enroot-cri-demo.XXXXXX)
 pids=()
 bridge=ecri-demo0
-cleanup() {
-  if [ -S "$work/enroot-cri.sock" ]; then
-    "$BIN/crictl" --config "$work/crictl.yaml" rmp -fa >/dev/null 2>&1 || true
-  fi
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip link del "$bridge" 2>/dev/null || true
-  rm -rf "$work"
-}
+sockets=("$work/enroot-cri.sock")
+bridges=("$bridge")
 trap cleanup EXIT
 
 echo "== building the demo image from this machine's busybox and serving it on 127.0.0.1"

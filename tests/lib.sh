@@ -17,3 +17,18 @@ wait_cri() {
   for _ in $(seq 100); do "$@" version >/dev/null 2>&1 && return 0; sleep 0.1; done
   return 1
 }
+
+# cleanup removes what a script made: the pods on each socket in $sockets, the
+# processes in $pids, the bridges in $bridges, mounts under $work, and $work itself.
+# Scripts set those, then `trap cleanup EXIT`.
+cleanup() {
+  local sock b
+  for sock in "${sockets[@]}"; do
+    [ -S "$sock" ] && "$BIN/crictl" -r "unix://$sock" -i "unix://$sock" rmp -fa >/dev/null 2>&1 || true
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for b in "${bridges[@]}"; do ip link del "$b" 2>/dev/null || true; done
+  grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}

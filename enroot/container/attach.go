@@ -11,8 +11,6 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
 // Attach frames: the shim sends [stream byte][length uint32][data] to an attached
@@ -114,9 +112,8 @@ func (s *shim) resize(req string) error {
 // Attach connects in, out and errw to the running container's stdio through its shim
 // until the container ends or ctx does.
 func (e *Engine) Attach(ctx context.Context, id string, in io.Reader, out, errw io.Writer, resize <-chan TerminalSize) error {
-	st := e.State(id)
-	if st.Exit != nil || !st.ShimAlive {
-		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	if _, err := e.running(id); err != nil {
+		return err
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", controlAddress(e.Bundle(id)))
@@ -184,6 +181,9 @@ func (e *Engine) control(ctx context.Context, id, req string) error {
 		return fmt.Errorf("reach shim of %s: %w", id, err)
 	}
 	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
 	if _, err := fmt.Fprintln(conn, req); err != nil {
 		return err
 	}
@@ -199,9 +199,8 @@ func (e *Engine) control(ctx context.Context, id, req string) error {
 
 // ReopenLog asks the shim of a running container to reopen its log file.
 func (e *Engine) ReopenLog(ctx context.Context, id string) error {
-	st := e.State(id)
-	if st.Exit != nil || !st.ShimAlive {
-		return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	if _, err := e.running(id); err != nil {
+		return err
 	}
 	return e.control(ctx, id, "reopen-log")
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,24 +118,8 @@ func (e *Engine) startShim(ctx context.Context, bundle string) (int, error) {
 
 // Start releases the container's init into the user's command.
 func (e *Engine) Start(ctx context.Context, id string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", controlAddress(e.Bundle(id)))
-	if err != nil {
-		return fmt.Errorf("reach shim of %s: %w", id, errdefs.WithKind(err, errdefs.ErrFailedPrecondition))
-	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(deadline)
-	}
-	if _, err := fmt.Fprintln(conn, "start"); err != nil {
-		return fmt.Errorf("start %s: %w", id, err)
-	}
-	reply, err := readLine(conn)
-	if err != nil {
-		return fmt.Errorf("start %s: %w", id, err)
-	}
-	if rest, ok := strings.CutPrefix(reply, "error: "); ok {
-		return errdefs.WithKind(fmt.Errorf("start %s: %s", id, rest), errdefs.ErrFailedPrecondition)
+	if err := e.control(ctx, id, "start"); err != nil {
+		return errdefs.WithKind(fmt.Errorf("start %s: %w", id, err), errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -166,11 +149,20 @@ func (e *Engine) State(id string) State {
 	return st
 }
 
+// running returns the state of a container whose first process runs, else an error.
+func (e *Engine) running(id string) (State, error) {
+	st := e.State(id)
+	if st.Exit != nil || !st.ShimAlive || st.InitPid == 0 {
+		return st, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return st, nil
+}
+
 // Signal sends sig to the container's first process.
 func (e *Engine) Signal(id string, sig syscall.Signal) error {
-	st := e.State(id)
-	if st.Exit != nil || st.InitPid == 0 || !st.ShimAlive {
-		return nil
+	st, err := e.running(id)
+	if err != nil {
+		return nil // nothing left to signal
 	}
 	if err := syscall.Kill(st.InitPid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal %s: %w", id, err)

@@ -62,9 +62,9 @@ type execSpec struct {
 // cgroup, user, groups, working directory and environment, and returns its exit code.
 // ctx ending kills it.
 func (e *Engine) Exec(ctx context.Context, id string, opts ExecOptions) (int, error) {
-	st := e.State(id)
-	if st.Exit != nil || !st.ShimAlive || st.InitPid == 0 {
-		return 0, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
+	st, err := e.running(id)
+	if err != nil {
+		return 0, err
 	}
 	if len(opts.Args) == 0 {
 		return 0, fmt.Errorf("cmd is empty: %w", errdefs.ErrInvalidArgument)
