@@ -14,10 +14,10 @@ export CGO_ENABLED := 0
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-cgroupv2 lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 build: ## build bin/enroot-cri
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
@@ -35,6 +35,10 @@ deps: ## install the Debian packages the daemon and tests need (as root)
 test: deps build crictl ## run every test this machine can run (unit, root integration, crictl)
 	$(GO) mod download
 	$(GO) test $(TEST_FLAGS) ./...
+
+test-cgroupv2: ## run the cgroups tests in a qemu guest with a pure cgroup v2 hierarchy (Debian's kernel, cgroup_no_v1=all)
+	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
+	GO=$(GO) ./tests/cgroupv2.sh
 
 GOLANGCI_LINT_VERSION := v2.15.0
 

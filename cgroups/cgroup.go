@@ -40,7 +40,7 @@ func Create(path string, resources *specs.LinuxResources) (*Cgroup, error) {
 	}
 	created := missingAncestors(path)
 	if unified() {
-		m, err := cgroup2.NewManager(Root, path, cgroup2.ToResources(resources))
+		m, err := cgroup2.NewManager(Root, path, v2Resources(resources))
 		if err != nil {
 			return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 		}
@@ -51,6 +51,18 @@ func Create(path string, resources *specs.LinuxResources) (*Cgroup, error) {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
 	}
 	return &Cgroup{path: path, v1: c, Created: created}, nil
+}
+
+// v2Resources is resources in cgroup v2 terms, with two differences from
+// cgroup2.ToResources: the soft limit (Reservation) is memory.high, as Slurm's cgroup/v2
+// plugin sets it, and the device rules are kept for the eBPF device filter.
+func v2Resources(resources *specs.LinuxResources) *cgroup2.Resources {
+	out := cgroup2.ToResources(resources)
+	if m := resources.Memory; m != nil && m.Reservation != nil && out.Memory != nil {
+		out.Memory.Low, out.Memory.High = nil, m.Reservation
+	}
+	out.Devices = resources.Devices
+	return out
 }
 
 // hierarchies are the directories a cgroup path lives in: each v1 controller's, or the

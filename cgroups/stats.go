@@ -2,9 +2,12 @@ package cgroups
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -71,12 +74,30 @@ func workingSet(usage, inactiveFile uint64) uint64 {
 func (c *Cgroup) Update(resources *specs.LinuxResources) error {
 	var err error
 	if c.v2 != nil {
-		err = c.v2.Update(cgroup2.ToResources(resources))
+		err = c.v2.Update(v2Resources(resources))
 	} else {
+		c.raiseSwapFirst(resources.Memory)
 		err = c.v1.Update(resources)
 	}
 	if err != nil {
 		return fmt.Errorf("update cgroup %s: %w", c.path, err)
 	}
 	return nil
+}
+
+// raiseSwapFirst writes a raised cgroup v1 memory+swap limit before the memory limit:
+// the kernel keeps memsw at or above the memory limit, and the update writes the memory
+// limit first, which is the right order only for lowering.
+func (c *Cgroup) raiseSwapFirst(m *specs.LinuxMemory) {
+	if m == nil || m.Swap == nil || *m.Swap <= 0 {
+		return
+	}
+	dir := filepath.Join(Root, "memory", c.path)
+	cur, err := os.ReadFile(filepath.Join(dir, "memory.limit_in_bytes"))
+	if err != nil {
+		return
+	}
+	if limit, err := strconv.ParseInt(strings.TrimSpace(string(cur)), 10, 64); err == nil && *m.Swap >= limit {
+		_ = os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(*m.Swap, 10)), 0o644)
+	}
 }

@@ -60,8 +60,10 @@ func newDaemon(t *testing.T, extra string) *daemon {
 	needTools(t, "mksquashfs", "unsquashfs")
 	dir := t.TempDir()
 	d := &daemon{dir: dir, socket: filepath.Join(dir, "enroot-cri.sock"), config: filepath.Join(dir, "config.toml")}
-	cfg := fmt.Sprintf("socket = %q\nroot = %q\nstate = %q\n[enroot]\nconfig_dir = %q\n%s",
-		d.socket, filepath.Join(dir, "root"), filepath.Join(dir, "state"), filepath.Join(dir, "enroot"), extra)
+	// The Slurm cgroup.conf is the test's own (absent unless a test writes it), never
+	// the host's.
+	cfg := fmt.Sprintf("socket = %q\nroot = %q\nstate = %q\n[cgroups]\nslurm_cgroup_conf = %q\n[enroot]\nconfig_dir = %q\n%s",
+		d.socket, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.slurmConf(), filepath.Join(dir, "enroot"), extra)
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o644))
 	return d
 }
@@ -116,6 +118,9 @@ func (d *daemon) kill() {
 		d.cmd.Wait()
 	}
 }
+
+// slurmConf is where the daemon reads Slurm's cgroup.conf.
+func (d *daemon) slurmConf() string { return filepath.Join(d.dir, "slurm", "cgroup.conf") }
 
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()

@@ -35,6 +35,12 @@ func newPodEnv(t *testing.T) *podEnv {
 // newPodEnvWith is newPodEnv with extra configuration appended.
 func newPodEnvWith(t *testing.T, extra string) *podEnv {
 	t.Helper()
+	return newPodEnvSlurm(t, extra, "")
+}
+
+// newPodEnvSlurm is newPodEnvWith with a Slurm cgroup.conf (none when empty).
+func newPodEnvSlurm(t *testing.T, extra, cgroupConf string) *podEnv {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("pods need root")
 	}
@@ -59,6 +65,10 @@ func newPodEnvWith(t *testing.T, extra string) *podEnv {
 	require.NoError(t, err)
 	cfg = append(cfg, fmt.Sprintf("[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\"]\n%s", cniDir, extra)...)
 	require.NoError(t, os.WriteFile(e.config, cfg, 0o644))
+	if cgroupConf != "" {
+		require.NoError(t, os.MkdirAll(filepath.Dir(e.slurmConf()), 0o755))
+		require.NoError(t, os.WriteFile(e.slurmConf(), []byte(cgroupConf), 0o644))
+	}
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", e.bridge).Run() })
 	e.start(t)
 	e.image = reg.Host + "/test/busybox:1"

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
@@ -38,9 +39,14 @@ type Server struct {
 	network *network.Manager
 	exe     string
 	driver  cgroups.Driver
-	stream  streaming.Server
-	cpu     cpuSamples
-	events  events
+	// policy is the node's Slurm cgroup.conf, node the machine it confines on, and
+	// allowedDevices what its AllowedDevicesFile adds to every container.
+	policy         cgroups.SlurmConf
+	node           cgroups.Node
+	allowedDevices []specs.LinuxDevice
+	stream         streaming.Server
+	cpu            cpuSamples
+	events         events
 	// transition serialises a container's move to exited with its removal, so that a
 	// refresh never brings back a removed record nor announces an exit twice.
 	transition sync.Mutex
@@ -56,8 +62,27 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	policy, err := cgroups.ReadSlurmConf(cfg.Cgroups.SlurmCgroupConf)
+	if err != nil {
+		return nil, err
+	}
+	if err := policy.CheckPlugin(); err != nil {
+		return nil, err
+	}
+	if len(policy.Ignored) > 0 {
+		log.Debug("cgroup.conf keys that do not change a container's confinement", "file", policy.Path, "keys", policy.Ignored)
+	}
+	allowed, err := policy.AllowedDevices()
+	if err != nil {
+		return nil, err
+	}
+	node, err := cgroups.ReadNode()
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
 		cfg: cfg, log: log, recs: recs, exe: exe, driver: cgroups.Driver(cfg.Cgroups.Driver),
+		policy: policy, node: node, allowedDevices: allowed,
 		engine: &container.Engine{
 			StateDir: filepath.Join(cfg.State, "containers"),
 			RootDir:  filepath.Join(cfg.Root, "containers"),

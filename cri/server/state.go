@@ -66,6 +66,8 @@ type containerRecord struct {
 	Message    string          `json:"message,omitempty"`
 	LogPath    string          `json:"log_path,omitempty"`
 	CgroupPath string          `json:"cgroup_path"`
+	// Cpuset is the CPU set the container is pinned to, empty when it is not.
+	Cpuset string `json:"cpuset,omitempty"`
 	// CgroupParents are ancestors of CgroupPath this container's create made.
 	CgroupParents []string `json:"cgroup_parents,omitempty"`
 	StopSignal    string   `json:"stop_signal,omitempty"`
