@@ -14,7 +14,7 @@ export CGO_ENABLED := 0
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-cgroupv2 lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -39,6 +39,13 @@ test: deps build crictl ## run every test this machine can run (unit, root integ
 test-cgroupv2: ## run the cgroups tests in a qemu guest with a pure cgroup v2 hierarchy (Debian's kernel, cgroup_no_v1=all)
 	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
 	GO=$(GO) ./tests/cgroupv2.sh
+
+SLURM_PACKAGES := slurmd slurmctld slurm-client munge
+
+test-slurm-parity: deps build ## start slurmctld+slurmd on 127.0.0.1, run srun and pods under the same cgroup.conf, compare the cgroups
+	@missing=""; for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run TestSlurmParity ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
