@@ -6,12 +6,16 @@ LDFLAGS   := -X github.com/enroot-cri/enroot-cri/internal/version.Version=$(VERS
 CRI_TOOLS := sigs.k8s.io/cri-tools
 CRI_TOOLS_VERSION := v1.37.0
 # Debian packages the daemon and the tests use.
-APT_PACKAGES := squashfs-tools busybox containernetworking-plugins iproute2 iptables procps
+APT_PACKAGES := squashfs-tools busybox containernetworking-plugins iproute2 iptables procps gcc libc6-dev
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-# Static: exec runs the binary inside containers, whatever libc they have.
+# Static: exec runs the binary inside containers, whatever libc they have. Only
+# enroot-cri-nvml, which loads libnvidia-ml.so.1, is built with cgo.
 export CGO_ENABLED := 0
+export CGO_CFLAGS := -O2 -Wno-deprecated-declarations
 export ENROOT_CRI_BIN := $(BIN)/enroot-cri
+# enroot-cri-nvml with go-nvml's fake machines, for the GPU tests.
+export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
 .PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity lint demo bench-pull bench-start critest critest-bin bench clean
@@ -19,8 +23,9 @@ export CRICTL := $(BIN)/crictl
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-build: ## build bin/enroot-cri
+build: ## build bin/enroot-cri (static) and bin/enroot-cri-nvml (cgo: it loads NVML)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
+	CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/enroot-cri-nvml ./cmd/enroot-cri-nvml
 
 crictl: ## build bin/crictl from cri-tools v1.37.0 through the Go module proxy
 	@test -x $(BIN)/crictl || GOBIN=$(BIN) $(GO) install $(CRI_TOOLS)/cmd/crictl@$(CRI_TOOLS_VERSION)
@@ -34,7 +39,9 @@ deps: ## install the Debian packages the daemon and tests need (as root)
 
 test: deps build crictl ## run every test this machine can run (unit, root integration, crictl)
 	$(GO) mod download
+	CGO_ENABLED=1 $(GO) build -tags fakenvml -o $(ENROOT_CRI_NVML_FAKE) ./cmd/enroot-cri-nvml
 	$(GO) test $(TEST_FLAGS) ./...
+	CGO_ENABLED=1 $(GO) test $(TEST_FLAGS) ./mig/nvmlinv ./cmd/enroot-cri-nvml
 
 test-cgroupv2: ## run the cgroups tests in a qemu guest with a pure cgroup v2 hierarchy (Debian's kernel, cgroup_no_v1=all)
 	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
@@ -45,15 +52,15 @@ SLURM_PACKAGES := slurmd slurmctld slurm-client munge
 test-slurm-parity: deps build ## start slurmctld+slurmd on 127.0.0.1, run srun and pods under the same cgroup.conf, compare the cgroups
 	@missing=""; for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
-	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run TestSlurmParity ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
+	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
 lint: ## gofmt, go vet and golangci-lint (errcheck, staticcheck, errorlint, revive, gosec, depguard)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	CGO_ENABLED=1 $(GO) vet ./...
 	@test -x $(BIN)/golangci-lint || GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
-	$(BIN)/golangci-lint run ./...
+	CGO_ENABLED=1 $(BIN)/golangci-lint run ./...
 
 demo: deps build crictl ## start the daemon on a scratch configuration, pull a locally built image, run a pod, print its log
 	./tests/demo.sh

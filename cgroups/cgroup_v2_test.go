@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // These tests run where the host has a pure cgroup v2 hierarchy: in the qemu guest
@@ -124,4 +125,21 @@ func TestCgroupV2OOMKill(t *testing.T) {
 	require.Error(t, err, out.String())
 	assert.Contains(t, err.Error(), "killed")
 	assert.Positive(t, c.OOMKills())
+}
+
+// A container bound to one MIG slice: its capability node (a character device of a
+// major no driver owns here, so an allowed open fails with ENXIO) opens, another
+// slice's is refused by the eBPF filter (EPERM).
+func TestCgroupV2BoundSliceOnly(t *testing.T) {
+	needCgroupV2(t)
+	dir := t.TempDir()
+	for name, minor := range map[string]uint32{"own": 110, "other": 112} {
+		require.NoError(t, unix.Mknod(filepath.Join(dir, name), unix.S_IFCHR|0o666, int(unix.Mkdev(195, minor))))
+	}
+	c, _ := createV2(t, "slice", &specs.LinuxResources{Devices: DeviceRules(false,
+		[]specs.LinuxDevice{{Path: "/dev/nvidia-caps/nvidia-cap10", Type: "c", Major: 195, Minor: 110}})})
+	cmd, out := held(t, c, "head -c1 "+dir+"/own; head -c1 "+dir+"/other; true")
+	require.NoError(t, cmd.Wait(), out.String())
+	assert.Contains(t, out.String(), "own: No such device or address")
+	assert.Contains(t, out.String(), "other: Operation not permitted")
 }

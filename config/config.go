@@ -35,6 +35,7 @@ type Config struct {
 	Cgroups    Cgroups                 `toml:"cgroups"`
 	Streaming  Streaming               `toml:"streaming"`
 	Metrics    Metrics                 `toml:"metrics"`
+	GPUs       GPUs                    `toml:"gpus"`
 	Runtimes   map[string]Runtime      `toml:"runtimes"`
 }
 
@@ -79,6 +80,33 @@ type Metrics struct {
 	Address string `toml:"address"`
 }
 
+// GPUs configures the GPU inventory, the node ledger and bindings.
+type GPUs struct {
+	// NVMLHelper is the enroot-cri-nvml program that reads NVML; empty: the one next
+	// to the enroot-cri executable.
+	NVMLHelper string `toml:"nvml_helper"`
+	// Ledger is the node's GPU and slice ledger, shared with Slurm's prolog and epilog;
+	// empty: gpu-ledger.json under root.
+	Ledger string `toml:"ledger"`
+	// DevRoot and MigMinors are the host's /dev and mig-minors file.
+	DevRoot   string `toml:"dev_root"`
+	MigMinors string `toml:"mig_minors"`
+	// CDISpecDirs are searched for CDI specs when the Enroot configuration has no
+	// NVIDIA hook.
+	CDISpecDirs []string `toml:"cdi_spec_dirs"`
+	// PrologStrict makes a failing `enroot-cri slurm prolog` fail the job (exit 1);
+	// otherwise it logs and lets the job run.
+	PrologStrict bool `toml:"prolog_strict"`
+}
+
+// LedgerPath is where the GPU ledger lives.
+func (c Config) LedgerPath() string {
+	if c.GPUs.Ledger != "" {
+		return c.GPUs.Ledger
+	}
+	return filepath.Join(c.Root, "gpu-ledger.json")
+}
+
 // Runtime is one RuntimeClass handler.
 type Runtime struct {
 	// AllowPrivileged lets pods of this handler run privileged containers.
@@ -116,7 +144,9 @@ func Default() Config {
 		Cgroups:        Cgroups{Driver: "cgroupfs", SlurmCgroupConf: "/etc/slurm/cgroup.conf"},
 		Streaming:      Streaming{Address: "127.0.0.1:0"},
 		Metrics:        Metrics{Address: ""},
-		Runtimes:       map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined"}},
+		GPUs: GPUs{DevRoot: "/dev", MigMinors: "/proc/driver/nvidia-caps/mig-minors",
+			CDISpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		Runtimes: map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined"}},
 	}
 }
 
@@ -168,9 +198,20 @@ func (c Config) Validate() error {
 		"socket": c.Socket, "root": c.Root, "state": c.State,
 		"enroot.config_dir": c.Enroot.ConfigDir, "cni.conf_dir": c.CNI.ConfDir,
 		"cgroups.slurm_cgroup_conf": c.Cgroups.SlurmCgroupConf,
+		"gpus.dev_root":             c.GPUs.DevRoot, "gpus.mig_minors": c.GPUs.MigMinors,
 	} {
 		if !filepath.IsAbs(p) {
 			bad(key, "%q must be an absolute path", p)
+		}
+	}
+	for key, p := range map[string]string{"gpus.nvml_helper": c.GPUs.NVMLHelper, "gpus.ledger": c.GPUs.Ledger} {
+		if p != "" && !filepath.IsAbs(p) {
+			bad(key, "%q must be empty or an absolute path", p)
+		}
+	}
+	for i, d := range c.GPUs.CDISpecDirs {
+		if !filepath.IsAbs(d) {
+			bad(fmt.Sprintf("gpus.cdi_spec_dirs[%d]", i), "%q must be an absolute path", d)
 		}
 	}
 	for i, d := range c.CNI.BinDirs {
@@ -260,4 +301,17 @@ func checkAddress(addr string, emptyOK, loopbackOnly bool) error {
 		return fmt.Errorf("%q has a bad port: %w", addr, err)
 	}
 	return nil
+}
+
+// NVMLHelperPath is the enroot-cri-nvml program: gpus.nvml_helper, else the one next
+// to the running executable.
+func (c Config) NVMLHelperPath() string {
+	if c.GPUs.NVMLHelper != "" {
+		return c.GPUs.NVMLHelper
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "/usr/bin/enroot-cri-nvml"
+	}
+	return filepath.Join(filepath.Dir(exe), "enroot-cri-nvml")
 }

@@ -51,6 +51,19 @@ address = "127.0.0.1:0"
 # Prometheus metrics address, e.g. "127.0.0.1:9464"; empty disables.
 address = ""
 
+[gpus]
+# Program that reads NVML (it needs libnvidia-ml.so.1); empty: enroot-cri-nvml next to
+# the enroot-cri executable.
+nvml_helper = ""
+# The node's GPU/MIG ledger shared with "enroot-cri slurm prolog/epilog"; empty: <root>/gpu-ledger.json.
+ledger = ""
+dev_root = "/dev"
+mig_minors = "/proc/driver/nvidia-caps/mig-minors"
+# CDI specs used for driver files when the Enroot configuration has no NVIDIA hook.
+cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
+# Fail the Slurm job when "enroot-cri slurm prolog" fails (default: log and let it run).
+prolog_strict = false
+
 # One table per RuntimeClass handler (the RuntimeClass's "handler" field names it).
 [runtimes.enroot]
 # Let pods of this handler run privileged containers.

@@ -22,8 +22,13 @@ import (
 
 var enrootCRI string // path of the binary under test
 
+// nvmlFake is enroot-cri-nvml built with go-nvml's fake machines; empty when it could
+// not be built (no C compiler), and the GPU tests skip.
+var nvmlFake string
+
 func TestMain(m *testing.M) {
 	enrootCRI = os.Getenv("ENROOT_CRI_BIN")
+	nvmlFake = os.Getenv("ENROOT_CRI_NVML_FAKE")
 	if enrootCRI == "" {
 		dir, err := os.MkdirTemp("", "enroot-cri-bin-")
 		if err != nil {
@@ -36,6 +41,13 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build enroot-cri: %v\n%s", err, out)
 			os.Exit(1)
+		}
+		nvmlFake = filepath.Join(dir, "enroot-cri-nvml-fake")
+		build = exec.Command("go", "build", "-tags", "fakenvml", "-o", nvmlFake, "../cmd/enroot-cri-nvml")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -Wno-deprecated-declarations")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "no fake NVML helper, GPU tests will skip: %v\n%s", err, out)
+			nvmlFake = ""
 		}
 		code := m.Run()
 		os.RemoveAll(dir)

@@ -17,7 +17,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/mig"
 )
 
 // slurmCluster is munged, slurmctld and one slurmd on 127.0.0.1 with their own ports,
@@ -52,7 +55,7 @@ func TestSlurmParity(t *testing.T) {
 	}
 	needCgroupV1(t)
 	needTools(t, "munged", "slurmctld", "slurmd", "srun")
-	cluster := startSlurm(t)
+	cluster := startSlurm(t, "", "")
 
 	cases := []struct {
 		name, conf string
@@ -220,7 +223,7 @@ func (c *slurmCluster) logs() string {
 
 // startSlurm starts munged and slurmctld; restart starts slurmd with a cgroup.conf.
 // Everything, and every cgroup slurmd made, goes at the end of the test.
-func startSlurm(t *testing.T) *slurmCluster {
+func startSlurm(t *testing.T, extraConf, gresConf string) *slurmCluster {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "slurm-parity-")
 	require.NoError(t, err)
@@ -286,12 +289,25 @@ ReturnToService=2
 NodeName=%[5]s NodeHostname=%[6]s NodeAddr=127.0.0.1 CPUs=%[7]s RealMemory=%[8]s State=UNKNOWN
 PartitionName=parity Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 `, freePort(t), freePort(t), dir, sock, c.node, host, hw[1], hw[2])
+	if extraConf != "" {
+		conf = strings.Replace(conf, "State=UNKNOWN\n", "State=UNKNOWN Gres="+gresOf(gresConf)+"\n", 1) + extraConf
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "etc", "gres.conf"), []byte(strings.ReplaceAll(gresConf, "NODE", c.node)), 0o644))
+	}
 	require.NoError(t, os.WriteFile(c.conf, []byte(conf), 0o644))
 	ctld := exec.Command("slurmctld", "-D", "-i", "-f", c.conf)
 	ctld.Env = append(os.Environ(), "SLURM_CONF="+c.conf)
 	require.NoError(t, ctld.Start())
 	daemons = append(daemons, ctld)
 	return c
+}
+
+// gresOf is the node's Gres= for a gres.conf with one "Name=gpu ... Count=N" line.
+func gresOf(gresConf string) string {
+	m := regexp.MustCompile(`Count=(\d+)`).FindStringSubmatch(gresConf)
+	if m == nil {
+		return "gpu:1"
+	}
+	return "gpu:" + m[1]
 }
 
 // restart (re)starts slurmd with cgroupConf and waits until the node is idle.
@@ -341,4 +357,74 @@ func removeSlurmCgroups(node string) {
 			_ = os.Remove(dirs[i])
 		}
 	}
+}
+
+// A real slurmd runs `enroot-cri slurm prolog` and `epilog` around a job that holds a
+// GPU (a GRES over the fake /dev tree): while the job runs, the ledger shows its GPU
+// and CPUs, a pod asking for that GPU is refused naming the job, and a pod that pins
+// CPUs keeps off the job's; after the job, its claims are gone.
+func TestSlurmPrologEpilog(t *testing.T) {
+	if os.Getenv("ENROOT_CRI_SLURM_PARITY") == "" {
+		t.Skip("run by make test-slurm-parity (it installs slurmd, slurmctld and munge)")
+	}
+	needCgroupV1(t)
+	needTools(t, "munged", "slurmctld", "slurmd", "srun")
+	e := newGPUEnvSlurm(t, "ConstrainCores=yes\nConstrainRAMSpace=yes\n")
+	scripts := t.TempDir()
+	require.NoError(t, os.Chmod(scripts, 0o755))
+	for _, phase := range []string{"prolog", "epilog"} {
+		script := fmt.Sprintf("#!/bin/sh\nexec %s slurm %s --config %s >> %s/%s.log 2>&1\n", enrootCRI, phase, e.config, scripts, phase)
+		require.NoError(t, os.WriteFile(filepath.Join(scripts, phase+".sh"), []byte(script), 0o755))
+	}
+	dev := filepath.Join(e.gpuDir, "dev")
+	cluster := startSlurm(t, fmt.Sprintf("GresTypes=gpu\nPrologFlags=Contain\nProlog=%[1]s/prolog.sh\nTaskProlog=%[1]s/prolog.sh\nEpilog=%[1]s/epilog.sh\n", scripts),
+		fmt.Sprintf("NodeName=NODE Name=gpu File=%s/nvidia[0-5] Count=6\n", dev))
+	cluster.restart(t, "CgroupPlugin=cgroup/v1\nConstrainCores=yes\nConstrainRAMSpace=yes\n")
+
+	srun := exec.Command("srun", "--gres=gpu:1", "-c", "1", "--mem=64", "sh", "-c", "sleep 8")
+	srun.Env = append(os.Environ(), "SLURM_CONF="+cluster.conf)
+	var srunOut strings.Builder
+	srun.Stdout, srun.Stderr = &srunOut, &srunOut
+	require.NoError(t, srun.Start())
+	defer func() { _ = srun.Process.Kill(); _ = srun.Wait() }()
+	ledger := &mig.Ledger{Path: filepath.Join(e.dir, "root", "gpu-ledger.json")}
+	var job string
+	require.Eventually(t, func() bool {
+		c, err := ledger.Read()
+		if err != nil {
+			return false
+		}
+		for _, h := range c.Devices {
+			if h.Kind == mig.HolderSlurm {
+				job = h.ID
+			}
+		}
+		return job != "" && len(c.CPUs[job]) > 0
+	}, 30*time.Second, 100*time.Millisecond, "the prolog never claimed the job's GPU and CPUs\n%s\n%s", srunOut.String(), cluster.logs())
+	claims, err := ledger.Read()
+	require.NoError(t, err)
+	assert.Equal(t, job, claims.Devices[e.inv.GPUs[0].UUID].ID, "SLURM_JOB_GPUS=0 is NVML's GPU 0")
+	jobCPUs := claims.CPUs[job]
+	require.Len(t, jobCPUs, 1)
+
+	cfg := e.podConfig("beside-slurm", nil)
+	pod := e.runPod(t, cfg)
+	_, err = e.createGPU(pod, cfg, "gpu0", "true", []string{"0"}, map[string]string{"gpus.enroot-cri.io/driver": "none"})
+	assertCode(t, err, codes.FailedPrecondition, "is held by Slurm job "+job)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "pinned"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"sleep", "100"},
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
+			MemoryLimitInBytes: 64 << 20, CpuQuota: 100000, CpuPeriod: 100000}},
+	})
+	assert.NotEqual(t, strconv.Itoa(jobCPUs[0]), e.cgroupFile(t, id, "cpuset", "cpuset.cpus"), "a pod keeps off the job's CPUs")
+
+	require.NoError(t, srun.Wait(), srunOut.String())
+	require.Eventually(t, func() bool {
+		c, err := ledger.Read()
+		return err == nil && len(c.CPUs) == 0 && c.Devices[e.inv.GPUs[0].UUID].ID == ""
+	}, 30*time.Second, 100*time.Millisecond, "the epilog did not release the job's claims")
+	prolog, _ := os.ReadFile(filepath.Join(scripts, "prolog.log"))
+	epilog, _ := os.ReadFile(filepath.Join(scripts, "epilog.log"))
+	fmt.Printf("\nslurmd ran the prolog:\n%sand the epilog:\n%s", prolog, epilog)
 }

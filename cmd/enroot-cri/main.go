@@ -26,6 +26,12 @@ Commands:
   serve [--config FILE]   run the CRI daemon (default configuration: %s;
                           a missing default file means built-in defaults)
   config                  print the default configuration (commented TOML)
+  gpus [--json] [--config FILE]
+                          print the node's GPUs and MIG slices (from NVML, through
+                          enroot-cri-nvml) and who holds each in the node ledger
+  slurm prolog|epilog [--config FILE]
+                          claim or release a Slurm job's GPUs and CPUs in the ledger
+                          (slurm.conf: Prolog= and Epilog= scripts that run these)
   version                 print the version
 `
 
@@ -44,6 +50,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "config":
 		fmt.Fprint(stdout, config.DefaultTOML)
 		return 0
+	case "gpus":
+		return gpus(args[1:], stdout, stderr)
+	case "slurm":
+		return slurm(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "%s %s (CRI %s, %s)\n", version.RuntimeName, version.Version, version.CRIAPIVersion, runtime.Version())
 		return 0

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"slices"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -13,6 +15,14 @@ import (
 // of the CPU load, so that an update does not count the container against itself.
 func (s *Server) confinement(r *runtimeapi.LinuxContainerResources, privileged bool, devices []specs.LinuxDevice, self string) *specs.LinuxResources {
 	node := s.node
+	if claims, err := s.ledger.Read(); err == nil {
+		// Keep off the CPUs Slurm jobs hold, unless that leaves none.
+		held := claims.SlurmCPUs()
+		free := slices.DeleteFunc(slices.Clone(node.CPUs), func(cpu int) bool { _, ok := held[cpu]; return ok })
+		if len(free) > 0 {
+			node.CPUs = free
+		}
+	}
 	node.Load = map[int]int{}
 	for _, c := range s.recs.allContainers() {
 		if c.ID == self || c.State == containerExited || c.Cpuset == "" {

@@ -87,6 +87,15 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	if err != nil {
 		return nil, err
 	}
+	binding, err := s.gpuBinding(u, id, pod, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if binding != nil {
+		if err := s.applyGPUBinding(&ccfg.Spec, binding, ccfg.Enroot, cfg); err != nil {
+			return nil, err
+		}
+	}
 	cgPath, err := cgroups.ContainerPath(s.driver, pod.config.GetLinux().GetCgroupParent(), id)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/mig"
 )
 
 // RemoveContainer kills the container if it runs and removes it: processes, writable
@@ -54,6 +55,9 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 		parents = append([]string{cgroups.DefaultParent}, parents...)
 	}
 	cgroups.RemoveAncestors(parents)
+	if _, err := s.ledger.Release(mig.HolderPod, id); err != nil {
+		return err
+	}
 	for _, v := range append([]string{c.ImageID}, c.ImageVolumes...) {
 		if err := s.mounts.Release(v); err != nil {
 			return err

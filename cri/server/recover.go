@@ -41,6 +41,13 @@ func (s *Server) recover() error {
 	if err := s.mounts.Recover(inUse); err != nil {
 		return err
 	}
+	dropped, err := s.ledger.Reconcile(func(id string) bool { _, err := s.recs.container(id); return err == nil })
+	if err != nil {
+		return err
+	}
+	if len(dropped) > 0 {
+		logging.From(ctx).Info("released GPU claims of containers that no longer exist", "gpus", dropped)
+	}
 	return s.removeDebris(ctx)
 }
 

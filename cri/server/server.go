@@ -21,6 +21,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
+	"github.com/enroot-cri/enroot-cri/mig"
 )
 
 // Server implements runtimeapi.RuntimeServiceServer and runtimeapi.ImageServiceServer.
@@ -44,9 +45,13 @@ type Server struct {
 	policy         cgroups.SlurmConf
 	node           cgroups.Node
 	allowedDevices []specs.LinuxDevice
-	stream         streaming.Server
-	cpu            cpuSamples
-	events         events
+	// gpus is the node's inventory, read at start; ledger the node's record of who
+	// holds which GPU, slice and Slurm CPUs.
+	gpus   mig.Inventory
+	ledger *mig.Ledger
+	stream streaming.Server
+	cpu    cpuSamples
+	events events
 	// transition serialises a container's move to exited with its removal, so that a
 	// refresh never brings back a removed record nor announces an exit twice.
 	transition sync.Mutex
@@ -80,9 +85,15 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	gpus := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
+	if gpus.Unavailable != "" {
+		log.Info("no GPUs", "reason", gpus.Unavailable)
+	} else {
+		log.Info("GPUs", "count", len(gpus.GPUs), "bindable", len(gpus.Units()), "driver", gpus.Driver)
+	}
 	return &Server{
 		cfg: cfg, log: log, recs: recs, exe: exe, driver: cgroups.Driver(cfg.Cgroups.Driver),
-		policy: policy, node: node, allowedDevices: allowed,
+		policy: policy, node: node, allowedDevices: allowed, gpus: gpus, ledger: &mig.Ledger{Path: cfg.LedgerPath()},
 		engine: &container.Engine{
 			StateDir: filepath.Join(cfg.State, "containers"),
 			RootDir:  filepath.Join(cfg.Root, "containers"),

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/enroot-cri/enroot-cri/config"
+	"github.com/enroot-cri/enroot-cri/mig"
+)
+
+// loadConfig parses --config for the commands other than serve.
+func loadConfig(name string, args []string, stderr io.Writer, flags func(*flag.FlagSet)) (config.Config, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", config.DefaultPath, "configuration file")
+	if flags != nil {
+		flags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, false
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(*path, explicit)
+	if err != nil {
+		fmt.Fprintf(stderr, "enroot-cri: %v\n", err)
+		return config.Config{}, false
+	}
+	return cfg, true
+}
+
+// gpus prints the inventory and the ledger.
+func gpus(args []string, stdout, stderr io.Writer) int {
+	var asJSON bool
+	cfg, ok := loadConfig("gpus", args, stderr, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print JSON") })
+	if !ok {
+		return 2
+	}
+	inv := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
+	claims, err := (&mig.Ledger{Path: cfg.LedgerPath()}).Read()
+	if err != nil {
+		fmt.Fprintf(stderr, "enroot-cri: %v\n", err)
+		return 1
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(struct {
+			Inventory mig.Inventory `json:"inventory"`
+			Ledger    *mig.Claims   `json:"ledger"`
+		}{inv, claims})
+		return 0
+	}
+	if inv.Unavailable != "" {
+		fmt.Fprintf(stdout, "No GPUs: %s\n", inv.Unavailable)
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if len(inv.GPUs) > 0 {
+		fmt.Fprintf(w, "GPU\tUUID\tNAME\tMEMORY\tMIG\tHELD BY\n")
+	}
+	holder := func(uuid string) string {
+		if h, ok := claims.Devices[uuid]; ok {
+			return h.String()
+		}
+		return "-"
+	}
+	for _, g := range inv.GPUs {
+		mode := "off"
+		if g.MIGCurrent {
+			mode = "on"
+		}
+		if g.MIGPending != g.MIGCurrent {
+			mode += " (pending change)"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d MiB\t%s\t%s\n", g.Index, g.UUID, g.Name, g.MemoryMiB, mode, holder(g.UUID))
+		for i, s := range g.Slices {
+			fmt.Fprintf(w, "  %d:%d\t%s\t%s (GI %d, CI %d)\t%d MiB\t\t%s\n", g.Index, i, s.UUID, s.Profile, s.GI, s.CI, s.MemoryMiB, holder(s.UUID))
+		}
+	}
+	_ = w.Flush()
+	if len(claims.CPUs) > 0 {
+		var jobs []string
+		for job, cpus := range claims.CPUs {
+			jobs = append(jobs, fmt.Sprintf("Slurm job %s holds CPUs %v", job, cpus))
+		}
+		sort.Strings(jobs)
+		fmt.Fprintln(stdout, strings.Join(jobs, "\n"))
+	}
+	if inv.Driver != "" {
+		fmt.Fprintf(stdout, "Driver %s; ledger %s\n", inv.Driver, cfg.LedgerPath())
+	}
+	return 0
+}
+
+// slurm is `enroot-cri slurm prolog|epilog`, run by slurmd as Prolog and Epilog.
+func slurm(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "prolog" && args[0] != "epilog") {
+		fmt.Fprintln(stderr, "usage: enroot-cri slurm prolog|epilog [--config FILE] (slurmd's Prolog= and Epilog=)")
+		return 2
+	}
+	cfg, ok := loadConfig("slurm "+args[0], args[1:], stderr, nil)
+	if !ok {
+		return 2
+	}
+	ledger := &mig.Ledger{Path: cfg.LedgerPath()}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "enroot-cri slurm %s: %v\n", args[0], err)
+		var held *mig.HeldError
+		if errors.As(err, &held) || cfg.GPUs.PrologStrict {
+			return 1
+		}
+		return 0 // a failure of ours does not stop the job
+	}
+	if args[0] == "epilog" {
+		id := os.Getenv("SLURM_JOB_ID")
+		if id == "" {
+			return fail(errors.New("SLURM_JOB_ID is not set: run this as Slurm's Epilog"))
+		}
+		freed, err := ledger.Release(mig.HolderSlurm, id)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "Slurm job %s released %d GPU(s) %s\n", id, len(freed), strings.Join(freed, ","))
+		return 0
+	}
+	inv := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
+	job, err := mig.ReadSlurmJob(os.Getenv, inv, "/sys/fs/cgroup")
+	if err != nil {
+		return fail(err)
+	}
+	h := mig.Holder{Kind: mig.HolderSlurm, ID: job.ID, Name: job.User, Since: time.Now()}
+	var uuids []string
+	for _, d := range job.Devices {
+		uuids = append(uuids, d.UUID)
+	}
+	if err := ledger.Claim(uuids, h); err != nil {
+		return fail(err)
+	}
+	if len(job.CPUs) > 0 {
+		if err := ledger.ClaimCPUs(h, job.CPUs); err != nil {
+			return fail(err)
+		}
+	}
+	fmt.Fprintf(stdout, "Slurm job %s holds GPU(s) %s and CPUs %v\n", job.ID, strings.Join(uuids, ","), job.CPUs)
+	return 0
+}

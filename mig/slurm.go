@@ -1,0 +1,90 @@
+package mig
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// SlurmJob is what Slurm's prolog environment says a job holds on this node.
+type SlurmJob struct {
+	ID      string
+	User    string
+	Devices []Device
+	CPUs    []int
+}
+
+// ReadSlurmJob reads a job from the prolog/epilog environment: SLURM_JOB_ID, its GPUs
+// from CUDA_VISIBLE_DEVICES when that holds UUIDs (as Slurm sets it for MIG devices),
+// else SLURM_JOB_GPUS (indices), and its CPUs from the job's cpuset cgroup under
+// cgroupRoot (which exists at prolog time with PrologFlags=Contain).
+func ReadSlurmJob(getenv func(string) string, inv Inventory, cgroupRoot string) (SlurmJob, error) {
+	job := SlurmJob{ID: getenv("SLURM_JOB_ID"), User: getenv("SLURM_JOB_USER")}
+	if job.ID == "" {
+		return job, errors.New("SLURM_JOB_ID is not set: run this as Slurm's Prolog or Epilog")
+	}
+	names := strings.Split(getenv("CUDA_VISIBLE_DEVICES"), ",")
+	if !strings.HasPrefix(names[0], "GPU-") && !strings.HasPrefix(names[0], "MIG-") {
+		names = strings.Split(getenv("SLURM_JOB_GPUS"), ",")
+	}
+	devs, err := inv.Lookup(names)
+	if err != nil {
+		return job, fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	job.Devices = devs
+	cpus, err := jobCPUs(cgroupRoot, job.ID)
+	if err != nil {
+		return job, fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	job.CPUs = cpus
+	return job, nil
+}
+
+// jobCPUs reads the job's cpuset: cgroup v1 <root>/cpuset/slurm*/uid_*/job_<id>, or
+// cgroup v2 <root>/**/job_<id> below slurmstepd's scope. No cgroup means no CPUs known.
+func jobCPUs(root, id string) ([]int, error) {
+	patterns := []string{
+		filepath.Join(root, "cpuset", "slurm*", "uid_*", "job_"+id, "cpuset.cpus"),
+		filepath.Join(root, "system.slice", "*slurmstepd.scope", "job_"+id, "cpuset.cpus.effective"),
+		filepath.Join(root, "*", "system.slice", "*slurmstepd.scope", "job_"+id, "cpuset.cpus.effective"),
+	}
+	for _, p := range patterns {
+		matches, _ := filepath.Glob(p)
+		if len(matches) == 0 {
+			continue
+		}
+		data, err := os.ReadFile(matches[0])
+		if err != nil {
+			return nil, err
+		}
+		return parseCPUList(strings.TrimSpace(string(data)))
+	}
+	return nil, nil
+}
+
+func parseCPUList(s string) ([]int, error) {
+	var out []int
+	if s == "" {
+		return nil, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("cpuset %q is not a CPU list", s)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				return nil, fmt.Errorf("cpuset %q is not a CPU list", s)
+			}
+		}
+		for i := a; i <= b; i++ {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}
