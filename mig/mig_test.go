@@ -197,3 +197,20 @@ func TestLedgerClaimant(t *testing.T) {
 		os.Exit(1)
 	}
 }
+
+func TestScontrolCPUs(t *testing.T) {
+	out := `JobId=7 JobName=sh
+   NumNodes=2 NumCPUs=6
+     Nodes=n1 CPU_IDs=0-1,4 Mem=64 GRES=gpu:1(IDX:0)
+     Nodes=n2 CPU_IDs=2 Mem=64 GRES=
+   MinCPUsNode=1`
+	cpus, err := ScontrolCPUs(out, "n1")
+	require.NoError(t, err)
+	assert.Equal(t, []int{0, 1, 4}, cpus)
+	cpus, err = ScontrolCPUs(out, "n2")
+	require.NoError(t, err)
+	assert.Equal(t, []int{2}, cpus)
+	cpus, err = ScontrolCPUs(out, "n3")
+	require.NoError(t, err)
+	assert.Empty(t, cpus)
+}

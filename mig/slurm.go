@@ -20,7 +20,7 @@ type SlurmJob struct {
 // ReadSlurmJob reads a job from the prolog/epilog environment: SLURM_JOB_ID, its GPUs
 // from CUDA_VISIBLE_DEVICES when that holds UUIDs (as Slurm sets it for MIG devices),
 // else SLURM_JOB_GPUS (indices), and its CPUs from the job's cpuset cgroup under
-// cgroupRoot (which exists at prolog time with PrologFlags=Contain).
+// cgroupRoot when it exists already (else the caller asks scontrol).
 func ReadSlurmJob(getenv func(string) string, inv Inventory, cgroupRoot string) (SlurmJob, error) {
 	job := SlurmJob{ID: getenv("SLURM_JOB_ID"), User: getenv("SLURM_JOB_USER")}
 	if job.ID == "" {
@@ -87,4 +87,25 @@ func parseCPUList(s string) ([]int, error) {
 		}
 	}
 	return out, nil
+}
+
+// ScontrolCPUs reads the CPU IDs a job holds on node from `scontrol show job -d`
+// output (lines such as "  Nodes=node1 CPU_IDs=0-3 Mem=1024 GRES="). Slurm's CPU IDs
+// are the OS's on nodes whose slurm.conf does not renumber them.
+func ScontrolCPUs(out, node string) ([]int, error) {
+	for _, line := range strings.Split(out, "\n") {
+		var nodes, ids string
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "Nodes="); ok {
+				nodes = v
+			}
+			if v, ok := strings.CutPrefix(f, "CPU_IDs="); ok {
+				ids = v
+			}
+		}
+		if ids != "" && (nodes == node || node == "") {
+			return parseCPUList(ids)
+		}
+	}
+	return nil, nil
 }

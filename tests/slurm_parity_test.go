@@ -372,13 +372,16 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	e := newGPUEnvSlurm(t, "ConstrainCores=yes\nConstrainRAMSpace=yes\n")
 	scripts := t.TempDir()
 	require.NoError(t, os.Chmod(scripts, 0o755))
+	dev := filepath.Join(e.gpuDir, "dev")
+	cluster := startSlurm(t, fmt.Sprintf("GresTypes=gpu\nProlog=%[1]s/prolog.sh\nEpilog=%[1]s/epilog.sh\n", scripts),
+		fmt.Sprintf("NodeName=NODE Name=gpu File=%s/nvidia[0-5] Count=6\n", dev))
+	// The scripts a site puts in slurm.conf; SLURM_CONF because this cluster's
+	// slurm.conf is not in the default place (scontrol reads it).
 	for _, phase := range []string{"prolog", "epilog"} {
-		script := fmt.Sprintf("#!/bin/sh\nexec %s slurm %s --config %s >> %s/%s.log 2>&1\n", enrootCRI, phase, e.config, scripts, phase)
+		script := fmt.Sprintf("#!/bin/sh\nexport SLURM_CONF=%s\nexec %s slurm %s --config %s >> %s/%s.log 2>&1\n",
+			cluster.conf, enrootCRI, phase, e.config, scripts, phase)
 		require.NoError(t, os.WriteFile(filepath.Join(scripts, phase+".sh"), []byte(script), 0o755))
 	}
-	dev := filepath.Join(e.gpuDir, "dev")
-	cluster := startSlurm(t, fmt.Sprintf("GresTypes=gpu\nPrologFlags=Contain\nProlog=%[1]s/prolog.sh\nTaskProlog=%[1]s/prolog.sh\nEpilog=%[1]s/epilog.sh\n", scripts),
-		fmt.Sprintf("NodeName=NODE Name=gpu File=%s/nvidia[0-5] Count=6\n", dev))
 	cluster.restart(t, "CgroupPlugin=cgroup/v1\nConstrainCores=yes\nConstrainRAMSpace=yes\n")
 
 	srun := exec.Command("srun", "--gres=gpu:1", "-c", "1", "--mem=64", "sh", "-c", "sleep 8")
@@ -389,7 +392,11 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	defer func() { _ = srun.Process.Kill(); _ = srun.Wait() }()
 	ledger := &mig.Ledger{Path: filepath.Join(e.dir, "root", "gpu-ledger.json")}
 	var job string
-	require.Eventually(t, func() bool {
+	phaseLog := func(phase string) string {
+		data, _ := os.ReadFile(filepath.Join(scripts, phase+".log"))
+		return string(data)
+	}
+	ok := assert.Eventually(t, func() bool {
 		c, err := ledger.Read()
 		if err != nil {
 			return false
@@ -400,7 +407,10 @@ func TestSlurmPrologEpilog(t *testing.T) {
 			}
 		}
 		return job != "" && len(c.CPUs[job]) > 0
-	}, 30*time.Second, 100*time.Millisecond, "the prolog never claimed the job's GPU and CPUs\n%s\n%s", srunOut.String(), cluster.logs())
+	}, 30*time.Second, 100*time.Millisecond, "the prolog never claimed the job's GPU and CPUs")
+	if !ok {
+		t.Fatalf("srun: %s\nprolog: %s\n%s", srunOut.String(), phaseLog("prolog"), cluster.logs())
+	}
 	claims, err := ledger.Read()
 	require.NoError(t, err)
 	assert.Equal(t, job, claims.Devices[e.inv.GPUs[0].UUID].ID, "SLURM_JOB_GPUS=0 is NVML's GPU 0")
@@ -424,7 +434,5 @@ func TestSlurmPrologEpilog(t *testing.T) {
 		c, err := ledger.Read()
 		return err == nil && len(c.CPUs) == 0 && c.Devices[e.inv.GPUs[0].UUID].ID == ""
 	}, 30*time.Second, 100*time.Millisecond, "the epilog did not release the job's claims")
-	prolog, _ := os.ReadFile(filepath.Join(scripts, "prolog.log"))
-	epilog, _ := os.ReadFile(filepath.Join(scripts, "epilog.log"))
-	fmt.Printf("\nslurmd ran the prolog:\n%sand the epilog:\n%s", prolog, epilog)
+	fmt.Printf("\nslurmd ran the prolog:\n%sand the epilog:\n%s", phaseLog("prolog"), phaseLog("epilog"))
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -137,6 +139,15 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	if len(job.CPUs) == 0 {
+		// The job's cgroup does not exist yet at prolog time: ask slurmctld.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, scontrol(), "show", "job", "-d", job.ID).Output()
+		cancel()
+		if err == nil {
+			job.CPUs, _ = mig.ScontrolCPUs(string(out), os.Getenv("SLURMD_NODENAME"))
+		}
+	}
 	h := mig.Holder{Kind: mig.HolderSlurm, ID: job.ID, Name: job.User, Since: time.Now()}
 	var uuids []string
 	for _, d := range job.Devices {
@@ -153,3 +164,18 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "Slurm job %s holds GPU(s) %s and CPUs %v\n", job.ID, strings.Join(uuids, ","), job.CPUs)
 	return 0
 }
+
+// scontrol finds Slurm's scontrol; slurmd runs the prolog without a PATH.
+func scontrol() string {
+	if p, err := exec.LookPath("scontrol"); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/bin", "/usr/local/bin", "/opt/slurm/bin"} {
+		if p := filepath.Join(dir, "scontrol"); fileExists(p) {
+			return p
+		}
+	}
+	return "scontrol"
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
