@@ -384,6 +384,17 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	}
 	cluster.restart(t, "CgroupPlugin=cgroup/v1\nConstrainCores=yes\nConstrainRAMSpace=yes\n")
 
+	// A container that pins no CPUs, started before the job.
+	cfg := e.podConfig("beside-slurm", nil)
+	pod := e.runPod(t, cfg)
+	free := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "free"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"sleep", "100"},
+	})
+	_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: free})
+	require.NoError(t, err)
+	allCPUs := e.cgroupFile(t, free, "cpuset", "cpuset.cpus")
+
 	srun := exec.Command("srun", "--gres=gpu:1", "-c", "1", "--mem=64", "sh", "-c", "sleep 8")
 	srun.Env = append(os.Environ(), "SLURM_CONF="+cluster.conf)
 	var srunOut strings.Builder
@@ -417,8 +428,9 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	jobCPUs := claims.CPUs[job]
 	require.Len(t, jobCPUs, 1)
 
-	cfg := e.podConfig("beside-slurm", nil)
-	pod := e.runPod(t, cfg)
+	assert.Eventually(t, func() bool {
+		return !strings.Contains(e.cgroupFile(t, free, "cpuset", "cpuset.cpus"), strconv.Itoa(jobCPUs[0]))
+	}, 10*time.Second, 100*time.Millisecond, "a running container that pins no CPUs moves off the job's")
 	_, err = e.createGPU(pod, cfg, "gpu0", "true", []string{"0"}, map[string]string{"gpus.enroot-cri.io/driver": "none"})
 	assertCode(t, err, codes.FailedPrecondition, "is held by Slurm job "+job)
 	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
@@ -434,5 +446,7 @@ func TestSlurmPrologEpilog(t *testing.T) {
 		c, err := ledger.Read()
 		return err == nil && len(c.CPUs) == 0 && c.Devices[e.inv.GPUs[0].UUID].ID == ""
 	}, 30*time.Second, 100*time.Millisecond, "the epilog did not release the job's claims")
+	assert.Eventually(t, func() bool { return e.cgroupFile(t, free, "cpuset", "cpuset.cpus") == allCPUs },
+		10*time.Second, 100*time.Millisecond, "and moves back when the job ends")
 	fmt.Printf("\nslurmd ran the prolog:\n%sand the epilog:\n%s", phaseLog("prolog"), phaseLog("epilog"))
 }

@@ -100,7 +100,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	if err != nil {
 		return nil, err
 	}
-	res := s.confinement(cfg.GetLinux().GetResources(), sc.GetPrivileged(), ccfg.Spec.Linux.Devices, "")
+	res, autoCPUs := s.confinement(cfg.GetLinux().GetResources(), sc.GetPrivileged(), ccfg.Spec.Linux.Devices, "")
 	cg, err := cgroups.Create(cgPath, res)
 	if err != nil {
 		return nil, err
@@ -121,7 +121,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	}
 	rec := &containerRecord{
 		ID: id, PodID: pod.ID, ImageID: img.ID, ImageRef: imageRef(img), State: containerCreated,
-		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, Cpuset: cpuset(res), CgroupParents: cg.Created, StopSignal: img.StopSignal,
+		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, Cpuset: cpuset(res), CpusetAuto: autoCPUs, CgroupParents: cg.Created, StopSignal: img.StopSignal,
 		UID: user.UID, GID: user.GID, Groups: user.Groups, ImageVolumes: volumeIDs, config: cfg,
 	}
 	if rec.Config, err = protojson.Marshal(cfg); err != nil {

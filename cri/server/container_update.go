@@ -31,12 +31,12 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err != nil {
 		return nil, err
 	}
-	res := s.confinement(req.GetLinux(), false, nil, c.ID)
+	res, autoCPUs := s.confinement(req.GetLinux(), false, nil, c.ID)
 	if err := cg.Update(res); err != nil {
 		return nil, errdefs.WithKind(err, errdefs.ErrInvalidArgument)
 	}
 	updated := *c
-	updated.Cpuset = cpuset(res)
+	updated.Cpuset, updated.CpusetAuto = cpuset(res), autoCPUs
 	cfg := proto.Clone(c.config).(*runtimeapi.ContainerConfig)
 	if cfg.Linux == nil {
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{}

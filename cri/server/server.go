@@ -112,6 +112,7 @@ func (s *Server) Ready(images *image.Store) error {
 		return err
 	}
 	go s.watchExits(logging.With(context.Background(), s.log.With("phase", "watch")))
+	go s.followSlurmCPUs(logging.With(context.Background(), s.log.With("phase", "slurm-cpus")))
 	s.ready.Store(true)
 	return nil
 }

@@ -68,6 +68,9 @@ type containerRecord struct {
 	CgroupPath string          `json:"cgroup_path"`
 	// Cpuset is the CPU set the container is pinned to, empty when it is not.
 	Cpuset string `json:"cpuset,omitempty"`
+	// CpusetAuto: the container is not pinned; Cpuset only keeps it off the CPUs
+	// Slurm jobs hold.
+	CpusetAuto bool `json:"cpuset_auto,omitempty"`
 	// CgroupParents are ancestors of CgroupPath this container's create made.
 	CgroupParents []string `json:"cgroup_parents,omitempty"`
 	StopSignal    string   `json:"stop_signal,omitempty"`
