@@ -18,14 +18,14 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity test-packages deb rpm lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 build: ## build bin/enroot-cri (static) and bin/enroot-cri-nvml (cgo: it loads NVML)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
-	CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/enroot-cri-nvml ./cmd/enroot-cri-nvml
+	$(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
+	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags '-s -w' -o $(BIN)/enroot-cri-nvml ./cmd/enroot-cri-nvml
 
 crictl: ## build bin/crictl from cri-tools v1.37.0 through the Go module proxy
 	@test -x $(BIN)/crictl || GOBIN=$(BIN) $(GO) install $(CRI_TOOLS)/cmd/crictl@$(CRI_TOOLS_VERSION)
@@ -46,6 +46,19 @@ test: deps build crictl ## run every test this machine can run (unit, root integ
 test-cgroupv2: ## run the cgroups tests in a qemu guest with a pure cgroup v2 hierarchy (Debian's kernel, cgroup_no_v1=all)
 	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }
 	GO=$(GO) ./tests/cgroupv2.sh
+
+deb: build ## build dist/enroot-cri_<version>_amd64.deb (nfpm, from Go)
+	$(GO) run ./packaging/mkpkg -formats deb
+
+rpm: build ## build dist/enroot-cri-<version>.x86_64.rpm (nfpm, from Go)
+	$(GO) run ./packaging/mkpkg -formats rpm
+
+PACKAGE_TOOLS := lintian rpm debootstrap
+
+test-packages: deb rpm ## lintian the .deb, rpm -qpi/-qpl the .rpm, install the .deb in a debootstrap chroot
+	@missing=""; for p in $(PACKAGE_TOOLS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	GO=$(GO) ./tests/packages.sh
 
 SLURM_PACKAGES := slurmd slurmctld slurm-client munge
 
@@ -83,4 +96,4 @@ bench: deps build crictl critest-bin ## critest -benchmark against enroot-cri an
 	./tests/bench.sh
 
 clean: ## remove build outputs
-	rm -rf $(BIN) _output
+	rm -rf $(BIN) _output dist
