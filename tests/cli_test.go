@@ -3,6 +3,7 @@ package tests
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,4 +81,47 @@ func TestSocketLifecycle(t *testing.T) {
 	require.NoError(t, d.stop(t), "SIGTERM is a clean exit:\n%s", d.log)
 	assert.NoFileExists(t, d.socket, "the socket is removed on stop")
 	assert.Contains(t, d.log.String(), "enroot-cri stopped")
+}
+
+func TestDoctor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the node checks need root")
+	}
+	d := newDaemon(t, "[cni]\nconf_dir = \""+filepath.Join(t.TempDir(), "cni")+"\"\nbin_dirs = [\"/usr/lib/cni\"]\n")
+	doctor := func() (string, int) {
+		cmd := exec.Command(enrootCRI, "doctor", "--config", d.config)
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	out, code := doctor()
+	assert.Equal(t, 1, code, out)
+	assert.Regexp(t, `FAIL\s+cni\s+no CNI network configuration`, out)
+	assert.Contains(t, out, "fix: install containernetworking-plugins and copy /usr/share/enroot-cri/10-enroot-cri.conflist")
+	assert.Regexp(t, `ok\s+cgroups\s+cgroup v`, out)
+	assert.Regexp(t, `ok\s+tools: mksquashfs`, out)
+
+	var cfg string
+	for _, l := range lines(func() string { b, _ := os.ReadFile(d.config); return string(b) }()) {
+		if strings.HasPrefix(l, "conf_dir") {
+			cfg = strings.Trim(strings.TrimSpace(strings.TrimPrefix(l, "conf_dir =")), `"`)
+		}
+	}
+	require.NoError(t, os.MkdirAll(cfg, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(cfg, "10-x.conflist"), []byte(`{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"bridge"},{"type":"no-such-plugin"}]}`), 0o644))
+	out, code = doctor()
+	assert.Equal(t, 1, code, out)
+	assert.Contains(t, out, `CNI plugin "no-such-plugin" of network "x" is in none of /usr/lib/cni`)
+
+	require.NoError(t, os.WriteFile(filepath.Join(cfg, "10-x.conflist"), []byte(`{"cniVersion":"1.0.0","name":"x","plugins":[{"type":"bridge"}]}`), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Dir(d.slurmConf()), 0o755))
+	require.NoError(t, os.WriteFile(d.slurmConf(), []byte("ConstrainRAMSpace=maybe\n"), 0o644))
+	out, code = doctor()
+	assert.Equal(t, 1, code, out)
+	assert.Regexp(t, `FAIL\s+slurm cgroup.conf\s+.*cgroup.conf:1: ConstrainRAMSpace: "maybe" is not yes or no`, out)
+
+	require.NoError(t, os.WriteFile(d.slurmConf(), []byte("ConstrainRAMSpace=yes\n"), 0o644))
+	out, code = doctor()
+	assert.Equal(t, 0, code, "warnings (no GPUs, no kubelet here) do not fail the node:\n%s", out)
+	assert.Regexp(t, `ok\s+cni\s+network "x" \(bridge\)`, out)
+	assert.Regexp(t, `warn\s+gpus\s+no GPUs`, out)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/daemon"
+	"github.com/enroot-cri/enroot-cri/cri/doctor"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
@@ -26,6 +27,8 @@ Commands:
   serve [--config FILE]   run the CRI daemon (default configuration: %s;
                           a missing default file means built-in defaults)
   config                  print the default configuration (commented TOML)
+  doctor [--config FILE]  check that this node can run pods; one line per check, with
+                          what to do when it fails; exits 1 when it cannot
   gpus [--json] [--config FILE]
                           print the node's GPUs and MIG slices (from NVML, through
                           enroot-cri-nvml) and who holds each in the node ledger
@@ -49,6 +52,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "config":
 		fmt.Fprint(stdout, config.DefaultTOML)
+		return 0
+	case "doctor":
+		cfg, ok := loadConfig("doctor", args[1:], stderr, nil)
+		if !ok {
+			return 2
+		}
+		if !doctor.Print(stdout, doctor.Run(context.Background(), cfg, doctor.DefaultHost())) {
+			return 1
+		}
 		return 0
 	case "gpus":
 		return gpus(args[1:], stdout, stderr)

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -126,4 +128,29 @@ func (m *Manager) Teardown(ctx context.Context, p Pod) error {
 		}
 	}
 	return fmt.Errorf("CNI network %q DEL: %w", list.Name, last)
+}
+
+// Check loads the network configuration and finds each of its plugins in BinDirs; it
+// returns the network's name and its plugin types.
+func (m *Manager) Check() (string, []string, error) {
+	list, err := m.config()
+	if err != nil {
+		return "", nil, err
+	}
+	var types []string
+	for _, p := range list.Plugins {
+		t := p.Network.Type
+		types = append(types, t)
+		found := false
+		for _, dir := range m.BinDirs {
+			if st, err := os.Stat(filepath.Join(dir, t)); err == nil && st.Mode().IsRegular() {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return list.Name, types, fmt.Errorf("CNI plugin %q of network %q is in none of %s", t, list.Name, strings.Join(m.BinDirs, ", "))
+		}
+	}
+	return list.Name, types, nil
 }
