@@ -18,7 +18,7 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity test-packages deb rpm lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -94,6 +94,9 @@ critest: deps build crictl critest-bin ## run critest (cri-tools v1.37.0) agains
 bench: deps build crictl critest-bin ## critest -benchmark against enroot-cri and containerd (Debian) side by side
 	@for p in containerd runc; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; break; }; done
 	./tests/bench.sh
+
+docs: ## regenerate docs/config-reference.md from the built-in configuration
+	UPDATE_DOCS=1 $(GO) test -count=1 -run TestReferenceIsGenerated ./config
 
 clean: ## remove build outputs
 	rm -rf $(BIN) _output dist

@@ -35,12 +35,15 @@ max_concurrent_downloads = 10
 config_dir = "/etc/enroot"
 
 [cni]
+# The first network configuration (.conf, .conflist, .json) in this directory, by name.
 conf_dir = "/etc/cni/net.d"
+# Where the CNI plugins are looked for, in order.
 bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 
 [cgroups]
 # cgroupfs | systemd (the kubelet's cgroupDriver)
 driver = "cgroupfs"
+# Slurm's cgroup.conf: containers get what slurmd gives a step; absent: Slurm's defaults.
 slurm_cgroup_conf = "/etc/slurm/cgroup.conf"
 
 [streaming]
@@ -57,7 +60,9 @@ address = ""
 nvml_helper = ""
 # The node's GPU/MIG ledger shared with "enroot-cri slurm prolog/epilog"; empty: <root>/gpu-ledger.json.
 ledger = ""
+# Where the NVIDIA device nodes are.
 dev_root = "/dev"
+# The MIG capability minors (gpu<N>/gi<G>/ci<C>/access lines).
 mig_minors = "/proc/driver/nvidia-caps/mig-minors"
 # CDI specs used for driver files when the Enroot configuration has no NVIDIA hook.
 cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]

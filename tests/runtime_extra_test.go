@@ -2,6 +2,10 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,4 +138,74 @@ func TestContainerEvents(t *testing.T) {
 		runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
 		runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT,
 	}, got)
+}
+
+func TestPrometheusMetricsAndJSONLogs(t *testing.T) {
+	port := freePort(t)
+	e := newPodEnvWith(t, fmt.Sprintf("[metrics]\naddress = \"127.0.0.1:%d\"\n", port))
+	ctx := context.Background()
+	cfg := e.podConfig("metrics", nil)
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"sleep", "100"},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	_, err = e.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: e.image}})
+	require.NoError(t, err)
+	_, err = e.images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "127.0.0.1:1/nothing:here"}})
+	require.Error(t, err)
+
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	text := string(body)
+	for _, want := range []string{
+		`enroot_cri_rpc_requests_total{code="OK",method="RunPodSandbox"} 1`,
+		`enroot_cri_rpc_requests_total{code="OK",method="PullImage"} 2`,
+		`enroot_cri_image_pulls_total{result="built"} 1`,
+		`enroot_cri_image_pulls_total{result="present"} 1`,
+		`enroot_cri_image_pulls_total{result="failed"} 1`,
+		`enroot_cri_containers{state="running"} 1`,
+		`enroot_cri_sandboxes{state="ready"} 1`,
+		`enroot_cri_images 1`,
+		`enroot_cri_gpu_holdings{holder="pod"} 0`,
+		`enroot_cri_rpc_duration_seconds_count{method="StartContainer"} 1`,
+	} {
+		assert.Contains(t, text, want+"\n")
+	}
+	assert.Regexp(t, `enroot_cri_image_pulled_bytes_total [1-9]`, text)
+	assert.Regexp(t, `enroot_cri_image_store_bytes [1-9]`, text)
+	assert.Regexp(t, `enroot_cri_rpc_requests_total\{code="(NotFound|Unavailable|Unknown|Internal)",method="PullImage"\} 1`, text)
+
+	// A daemon restart finds the running container's monitor again.
+	require.NoError(t, e.stop(t))
+	e.start(t)
+	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	require.NoError(t, err)
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(body), `enroot_cri_monitor_restarts_total{result="readopted"} 1`+"\n")
+}
+
+func TestJSONLogs(t *testing.T) {
+	d := newDaemon(t, "")
+	data, err := os.ReadFile(d.config)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(d.config, append([]byte("log_format = \"json\"\n"), data...), 0o644))
+	d.start(t)
+	_, err = d.runtime.Version(context.Background(), &runtimeapi.VersionRequest{})
+	require.NoError(t, err)
+	require.NoError(t, d.stop(t))
+	logLines := lines(d.log.String())
+	require.NotEmpty(t, logLines)
+	for _, l := range logLines {
+		var entry map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &entry), "not a JSON log line: %s", l)
+		assert.Contains(t, entry, "msg")
+		assert.Contains(t, entry, "level")
+	}
 }

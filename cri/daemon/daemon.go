@@ -72,6 +72,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 		return fmt.Errorf("recover pods and containers: %w", err)
 	}
 	log.Info("enroot-cri ready", "root", cfg.Root, "images", len(images.List()))
+	if cfg.Metrics.Address != "" {
+		addr, err := srv.Metrics().Serve(ctx, cfg.Metrics.Address)
+		if err != nil {
+			g.Stop()
+			return err
+		}
+		log.Info("metrics", "address", "http://"+addr+"/metrics")
+	}
 	if ready != nil {
 		close(ready)
 	}

@@ -23,6 +23,8 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	}
 	log := logging.From(ctx).With("image", ref)
 	a := req.GetAuth()
+	var downloaded int64
+	built := false
 	img, err := s.images.Pull(ctx, ref, image.PullOptions{
 		Auth: image.Auth{
 			Username: a.GetUsername(), Password: a.GetPassword(), Auth: a.GetAuth(),
@@ -34,13 +36,20 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 				"mb_per_s", fmt.Sprintf("%.1f", float64(p.Bytes)/1e6/p.Elapsed.Seconds()))
 		},
 		OnBuilt: func(st image.Stats) {
+			built, downloaded = true, st.Downloaded
 			log.Info("built squashfs image", "layers", st.Layers, "downloaded_bytes", st.Downloaded,
 				"download", st.Download.Round(time.Millisecond), "unpack", st.Apply.Round(time.Millisecond),
 				"squash", st.Squash.Round(time.Millisecond), "total", st.Total.Round(time.Millisecond))
 		},
 	})
-	if err != nil {
+	switch {
+	case err != nil:
+		s.metrics.Pull("failed", 0)
 		return nil, err
+	case built:
+		s.metrics.Pull("built", downloaded)
+	default:
+		s.metrics.Pull("present", 0)
 	}
 	log.Info("pulled", "id", img.ID, "squashfs", img.Squashfs, "size", img.Size)
 	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil

@@ -81,7 +81,9 @@ func (s *Server) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	resp, err = handler(logging.With(ctx, log), req)
 	err = toStatus(err)
 	code := status.Code(err)
-	attrs := []any{"duration", time.Since(start).Round(time.Microsecond), "code", code.String()}
+	took := time.Since(start)
+	s.metrics.RPC(method, code.String(), took)
+	attrs := []any{"duration", took.Round(time.Microsecond), "code", code.String()}
 	switch {
 	case err != nil && (code == codes.Unknown || code == codes.Internal):
 		log.Error("call failed", append(attrs, "error", err)...)

@@ -32,7 +32,13 @@ func (s *Server) recover() error {
 	}
 	inUse := map[string]int{}
 	for _, c := range s.recs.allContainers() {
-		s.refresh(ctx, c.ID)
+		if now := s.refresh(ctx, c.ID); c.State != containerExited && now != nil {
+			if now.State != containerExited {
+				s.metrics.Monitor("readopted")
+			} else if now.Reason == "Unknown" {
+				s.metrics.Monitor("lost")
+			}
+		}
 		inUse[c.ImageID]++
 		for _, v := range c.ImageVolumes {
 			inUse[v]++

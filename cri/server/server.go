@@ -16,6 +16,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/config"
+	"github.com/enroot-cri/enroot-cri/cri/metrics"
 	"github.com/enroot-cri/enroot-cri/cri/network"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
@@ -47,11 +48,12 @@ type Server struct {
 	allowedDevices []specs.LinuxDevice
 	// gpus is the node's inventory, read at start; ledger the node's record of who
 	// holds which GPU, slice and Slurm CPUs.
-	gpus   mig.Inventory
-	ledger *mig.Ledger
-	stream streaming.Server
-	cpu    cpuSamples
-	events events
+	gpus    mig.Inventory
+	ledger  *mig.Ledger
+	metrics *metrics.Metrics
+	stream  streaming.Server
+	cpu     cpuSamples
+	events  events
 	// transition serialises a container's move to exited with its removal, so that a
 	// refresh never brings back a removed record nor announces an exit twice.
 	transition sync.Mutex
@@ -91,7 +93,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	} else {
 		log.Info("GPUs", "count", len(gpus.GPUs), "bindable", len(gpus.Units()), "driver", gpus.Driver)
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, log: log, recs: recs, exe: exe, driver: cgroups.Driver(cfg.Cgroups.Driver),
 		policy: policy, node: node, allowedDevices: allowed, gpus: gpus, ledger: &mig.Ledger{Path: cfg.LedgerPath()},
 		engine: &container.Engine{
@@ -101,7 +103,10 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		},
 		mounts:  &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")},
 		network: &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")},
-	}, nil
+	}
+	s.metrics = metrics.New()
+	s.metrics.Register(stateCollector{s})
+	return s, nil
 }
 
 // Ready recovers pods and containers, takes the recovered image store, and lets calls
@@ -136,3 +141,6 @@ func (s *Server) runningContainer(ctx context.Context, id string) (*containerRec
 	}
 	return c, nil
 }
+
+// Metrics are the daemon's Prometheus metrics.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
