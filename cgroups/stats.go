@@ -21,6 +21,18 @@ type Stats struct {
 	PageFaults       uint64
 	MajorPageFaults  uint64
 	Pids             uint64
+
+	// The rest feed the CRI metrics (cAdvisor's names).
+	CPUUserNs, CPUSystemNs   uint64
+	CFSPeriods, CFSThrottled uint64
+	CFSThrottledNs           uint64
+	MemoryCache              uint64
+	MemoryMappedFile         uint64
+	MemorySwap               uint64
+	MemoryMaxUsage           uint64
+	MemoryFailcnt            uint64
+	MemoryKernel             uint64
+	PidsLimit                uint64
 }
 
 // Stats reads the cgroup's usage.
@@ -31,16 +43,23 @@ func (c *Cgroup) Stats() (Stats, error) {
 			return Stats{}, fmt.Errorf("read cgroup %s: %w", c.path, err)
 		}
 		var st Stats
-		if m.CPU != nil {
-			st.CPUUsageNs = m.CPU.UsageUsec * 1000
+		if c := m.CPU; c != nil {
+			st.CPUUsageNs = c.UsageUsec * 1000
+			st.CPUUserNs, st.CPUSystemNs = c.UserUsec*1000, c.SystemUsec*1000
+			st.CFSPeriods, st.CFSThrottled, st.CFSThrottledNs = c.NrPeriods, c.NrThrottled, c.ThrottledUsec*1000
 		}
 		if mem := m.Memory; mem != nil {
 			st.MemoryUsage, st.MemoryRSS, st.MemoryLimit = mem.Usage, mem.Anon, mem.UsageLimit
 			st.MemoryWorkingSet = workingSet(mem.Usage, mem.InactiveFile)
 			st.PageFaults, st.MajorPageFaults = mem.Pgfault, mem.Pgmajfault
+			st.MemoryCache, st.MemoryMappedFile, st.MemorySwap = mem.File, mem.FileMapped, mem.SwapUsage
+			st.MemoryMaxUsage, st.MemoryKernel = mem.MaxUsage, mem.KernelStack+mem.Slab
+		}
+		if m.MemoryEvents != nil {
+			st.MemoryFailcnt = m.MemoryEvents.Max
 		}
 		if m.Pids != nil {
-			st.Pids = m.Pids.Current
+			st.Pids, st.PidsLimit = m.Pids.Current, m.Pids.Limit
 		}
 		return st, nil
 	}
@@ -51,14 +70,27 @@ func (c *Cgroup) Stats() (Stats, error) {
 	var st Stats
 	if m.CPU != nil && m.CPU.Usage != nil {
 		st.CPUUsageNs = m.CPU.Usage.Total
+		st.CPUUserNs, st.CPUSystemNs = m.CPU.Usage.User, m.CPU.Usage.Kernel
+	}
+	if m.CPU != nil && m.CPU.Throttling != nil {
+		t := m.CPU.Throttling
+		st.CFSPeriods, st.CFSThrottled, st.CFSThrottledNs = t.Periods, t.ThrottledPeriods, t.ThrottledTime
 	}
 	if mem := m.Memory; mem != nil && mem.Usage != nil {
 		st.MemoryUsage, st.MemoryRSS, st.MemoryLimit = mem.Usage.Usage, mem.TotalRSS, mem.Usage.Limit
 		st.MemoryWorkingSet = workingSet(mem.Usage.Usage, mem.TotalInactiveFile)
 		st.PageFaults, st.MajorPageFaults = mem.TotalPgFault, mem.TotalPgMajFault
+		st.MemoryCache, st.MemoryMappedFile = mem.TotalCache, mem.TotalMappedFile
+		st.MemoryMaxUsage, st.MemoryFailcnt = mem.Usage.Max, mem.Usage.Failcnt
+		if mem.Swap != nil && mem.Swap.Usage > mem.Usage.Usage {
+			st.MemorySwap = mem.Swap.Usage - mem.Usage.Usage // memsw counts memory too
+		}
+		if mem.Kernel != nil {
+			st.MemoryKernel = mem.Kernel.Usage
+		}
 	}
 	if m.Pids != nil {
-		st.Pids = m.Pids.Current
+		st.Pids, st.PidsLimit = m.Pids.Current, m.Pids.Limit
 	}
 	return st, nil
 }

@@ -209,3 +209,60 @@ func TestJSONLogs(t *testing.T) {
 		assert.Contains(t, entry, "level")
 	}
 }
+
+func TestCRIMetrics(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	cfg := e.podConfig("cri-metrics", nil)
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"/bin/sh", "-c", "dd if=/dev/zero of=/tmp/blob bs=1M count=4 2>/dev/null; sleep 100"},
+		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
+			MemoryLimitInBytes: 64 << 20, CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512}},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+
+	descs, err := e.runtime.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+	require.NoError(t, err)
+	labels := map[string]int{}
+	for _, d := range descs.Descriptors {
+		labels[d.Name] = len(d.LabelKeys)
+	}
+	var values map[string]*runtimeapi.Metric
+	require.Eventually(t, func() bool {
+		resp, err := e.runtime.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
+		require.NoError(t, err)
+		values = map[string]*runtimeapi.Metric{}
+		for _, pm := range resp.PodMetrics {
+			if pm.PodSandboxId != pod {
+				continue
+			}
+			all := pm.Metrics
+			for _, cm := range pm.ContainerMetrics {
+				assert.Equal(t, id, cm.ContainerId)
+				all = append(all, cm.Metrics...)
+			}
+			for _, m := range all {
+				require.Contains(t, labels, m.Name, "a metric without a descriptor")
+				require.Len(t, m.LabelValues, labels[m.Name], m.Name)
+				values[m.Name] = m
+			}
+		}
+		return values["container_fs_usage_bytes"].GetValue().GetValue() >= 4<<20
+	}, 20*time.Second, 200*time.Millisecond)
+	v := func(name string) uint64 { require.Contains(t, values, name); return values[name].Value.Value }
+	assert.Equal(t, uint64(100000), v("container_spec_cpu_period"))
+	assert.Equal(t, uint64(50000), v("container_spec_cpu_quota"))
+	assert.Equal(t, uint64(64<<20), v("container_spec_memory_limit_bytes"))
+	assert.Positive(t, v("container_memory_usage_bytes"))
+	assert.GreaterOrEqual(t, v("container_processes"), uint64(1))
+	assert.GreaterOrEqual(t, v("container_threads"), uint64(1))
+	assert.Positive(t, v("container_file_descriptors"))
+	assert.Positive(t, v("container_fs_limit_bytes"))
+	assert.InDelta(t, float64(time.Now().Unix()), float64(v("container_start_time_seconds")), 60)
+	assert.Contains(t, values, "container_network_receive_bytes_total")
+	assert.Equal(t, []string{"cri-metrics", "test", "c", id}, values["container_memory_rss"].LabelValues[:4])
+	assert.Equal(t, runtimeapi.MetricType_COUNTER, values["container_cpu_usage_seconds_total"].MetricType)
+}

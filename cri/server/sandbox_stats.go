@@ -86,9 +86,16 @@ func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
 	}, nil
 }
 
-// networkStats reads the interface counters of a network namespace; eth0 is the
-// default interface.
-func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error) {
+// netCounters are one interface's /proc/net/dev counters: receive bytes, packets,
+// errs, drop, fifo, frame, compressed, multicast, then transmit bytes, packets, errs,
+// drop, fifo, colls, carrier, compressed.
+type netCounters struct {
+	Name string
+	C    [16]uint64
+}
+
+// netDev reads the interface counters of a network namespace, loopback left out.
+func netDev(netns string) ([]netCounters, error) {
 	var data []byte
 	err := nsenter.Run(netns, func() error {
 		var err error
@@ -98,22 +105,37 @@ func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error)
 	if err != nil {
 		return nil, fmt.Errorf("read pod network counters: %w", err)
 	}
-	usage := &runtimeapi.NetworkUsage{Timestamp: now.UnixNano()}
+	var out []netCounters
 	sc := bufio.NewScanner(strings.NewReader(string(data)))
 	for sc.Scan() {
 		name, counters, ok := strings.Cut(sc.Text(), ":")
 		f := strings.Fields(counters)
 		name = strings.TrimSpace(name)
-		if !ok || len(f) < 12 || name == "lo" {
+		if !ok || len(f) < 16 || name == "lo" {
 			continue
 		}
-		n := func(i int) *runtimeapi.UInt64Value {
-			v, _ := strconv.ParseUint(f[i], 10, 64)
-			return &runtimeapi.UInt64Value{Value: v}
+		n := netCounters{Name: name}
+		for i := range n.C {
+			n.C[i], _ = strconv.ParseUint(f[i], 10, 64)
 		}
-		iface := &runtimeapi.NetworkInterfaceUsage{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// networkStats reads the interface counters of a network namespace; eth0 is the
+// default interface.
+func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error) {
+	ifaces, err := netDev(netns)
+	if err != nil {
+		return nil, err
+	}
+	usage := &runtimeapi.NetworkUsage{Timestamp: now.UnixNano()}
+	for _, n := range ifaces {
+		v := func(i int) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: n.C[i]} }
+		iface := &runtimeapi.NetworkInterfaceUsage{Name: n.Name, RxBytes: v(0), RxErrors: v(2), TxBytes: v(8), TxErrors: v(10)}
 		usage.Interfaces = append(usage.Interfaces, iface)
-		if name == "eth0" {
+		if n.Name == "eth0" {
 			usage.DefaultInterface = iface
 		}
 	}
