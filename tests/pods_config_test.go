@@ -188,8 +188,14 @@ func TestImageVolumes(t *testing.T) {
 
 	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
 		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "escape"}, Image: &runtimeapi.ImageSpec{Image: e.image},
-			Mounts: []*runtimeapi.Mount{{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: e.image}, ImageSubPath: "../../etc"}}}})
+			Mounts: []*runtimeapi.Mount{{ContainerPath: "/x", Readonly: true, Image: &runtimeapi.ImageSpec{Image: e.image}, ImageSubPath: "../../etc"}}}})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.Contains(t, status.Convert(err).Message(), "image_sub_path")
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "rw"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Mounts: []*runtimeapi.Mount{{ContainerPath: "/x", Image: &runtimeapi.ImageSpec{Image: e.image}}}}})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.Contains(t, status.Convert(err).Message(), "config.mounts[0]: an image volume is always read-only")
 }
 
 func TestRecursiveReadOnlyMounts(t *testing.T) {

@@ -32,6 +32,9 @@ func (s *Server) imageVolumes(ctx context.Context, u *undo, cfg *runtimeapi.Cont
 		if !filepath.IsAbs(m.GetContainerPath()) {
 			return nil, nil, fmt.Errorf("%s.container_path %q must be absolute: %w", field, m.GetContainerPath(), errdefs.ErrInvalidArgument)
 		}
+		if !m.GetReadonly() {
+			return nil, nil, fmt.Errorf("%s: an image volume is always read-only; set readonly: true: %w", field, errdefs.ErrInvalidArgument)
+		}
 		img, err := s.images.Get(ref)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil, nil, fmt.Errorf("%s.image %q is not on this node; pull it first: %w", field, ref, err)
