@@ -8,7 +8,8 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
+
+	"github.com/enroot-cri/enroot-cri/internal/hostdev"
 )
 
 // rule is one device cgroup rule; major or minor -1 is the wildcard. Every field is
@@ -85,21 +86,9 @@ func (c SlurmConf) AllowedDevices() ([]specs.LinuxDevice, error) {
 			return nil, fmt.Errorf("%s:%d: %q is not a valid pattern", c.AllowedDevicesFile, n, pattern)
 		}
 		for _, p := range paths {
-			var st unix.Stat_t
-			if unix.Stat(p, &st) != nil {
-				continue
+			if d, err := hostdev.Stat(p); err == nil {
+				out = append(out, d)
 			}
-			var typ string
-			switch st.Mode & unix.S_IFMT {
-			case unix.S_IFCHR:
-				typ = "c"
-			case unix.S_IFBLK:
-				typ = "b"
-			default:
-				continue
-			}
-			out = append(out, specs.LinuxDevice{Path: p, Type: typ,
-				Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev))})
 		}
 	}
 	return out, sc.Err()

@@ -6,11 +6,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/enroot-cri/enroot-cri/internal/cpulist"
 )
 
 const mib = 1024 * 1024
@@ -175,47 +176,7 @@ func PickCPUs(cpus []int, n int, load map[int]int) []int {
 }
 
 // ParseCPUList reads a kernel CPU list such as "0-3,8,10-11".
-func ParseCPUList(s string) ([]int, error) {
-	var out []int
-	if s == "" {
-		return nil, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return nil, fmt.Errorf("CPU list %q: %q is not a CPU number", s, part)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("CPU list %q: %q is not a CPU range", s, part)
-			}
-		}
-		for i := a; i <= b; i++ {
-			out = append(out, i)
-		}
-	}
-	return out, nil
-}
+func ParseCPUList(s string) ([]int, error) { return cpulist.Parse(s) }
 
 // FormatCPUList writes CPUs in the kernel's list form, ranges collapsed.
-func FormatCPUList(cpus []int) string {
-	cpus = slices.Clone(cpus)
-	slices.Sort(cpus)
-	cpus = slices.Compact(cpus)
-	var parts []string
-	for i := 0; i < len(cpus); {
-		j := i
-		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
-			j++
-		}
-		if i == j {
-			parts = append(parts, strconv.Itoa(cpus[i]))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d-%d", cpus[i], cpus[j]))
-		}
-		i = j + 1
-	}
-	return strings.Join(parts, ",")
-}
+func FormatCPUList(cpus []int) string { return cpulist.Format(cpus) }

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/enroot-cri/enroot-cri/internal/cpulist"
 )
 
 // SlurmJob is what Slurm's prolog environment says a job holds on this node.
@@ -60,33 +61,9 @@ func jobCPUs(root, id string) ([]int, error) {
 		if err != nil {
 			return nil, err
 		}
-		return parseCPUList(strings.TrimSpace(string(data)))
+		return cpulist.Parse(strings.TrimSpace(string(data)))
 	}
 	return nil, nil
-}
-
-func parseCPUList(s string) ([]int, error) {
-	var out []int
-	if s == "" {
-		return nil, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			return nil, fmt.Errorf("cpuset %q is not a CPU list", s)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil {
-				return nil, fmt.Errorf("cpuset %q is not a CPU list", s)
-			}
-		}
-		for i := a; i <= b; i++ {
-			out = append(out, i)
-		}
-	}
-	return out, nil
 }
 
 // ScontrolCPUs reads the CPU IDs a job holds on node from `scontrol show job -d`
@@ -104,7 +81,7 @@ func ScontrolCPUs(out, node string) ([]int, error) {
 			}
 		}
 		if ids != "" && (nodes == node || node == "") {
-			return parseCPUList(ids)
+			return cpulist.Parse(ids)
 		}
 	}
 	return nil, nil

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/enroot-cri/enroot-cri/internal/cpulist"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -169,19 +170,9 @@ func podConfinement(t *testing.T, conf string, memMiB, cpus int) confinement {
 
 func countCPUs(t *testing.T, list string) int {
 	t.Helper()
-	n := 0
-	for _, part := range strings.Split(list, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		require.NoError(t, err, list)
-		b := a
-		if isRange {
-			b, err = strconv.Atoi(hi)
-			require.NoError(t, err, list)
-		}
-		n += b - a + 1
-	}
-	return n
+	cpus, err := cpulist.Parse(list)
+	require.NoError(t, err)
+	return len(cpus)
 }
 
 // stepScript prints the step's cgroup values; tasks sit in task_N below the step.

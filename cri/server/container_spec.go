@@ -1,11 +1,11 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -14,6 +14,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/hostdev"
 )
 
 // defaultPathEnv is the PATH a container gets when neither its image nor its spec
@@ -107,31 +108,20 @@ func criMounts(cfg *runtimeapi.ContainerConfig) ([]specs.Mount, error) {
 func criDevices(cfg *runtimeapi.ContainerConfig) ([]specs.LinuxDevice, error) {
 	var out []specs.LinuxDevice
 	for i, d := range cfg.GetDevices() {
-		var st syscall.Stat_t
-		if err := syscall.Stat(d.GetHostPath(), &st); err != nil {
-			return nil, fmt.Errorf("config.devices[%d].host_path %q: %w", i, d.GetHostPath(), errdefs.WithKind(err, errdefs.ErrInvalidArgument))
-		}
-		typ := ""
-		switch st.Mode & syscall.S_IFMT {
-		case syscall.S_IFCHR:
-			typ = "c"
-		case syscall.S_IFBLK:
-			typ = "b"
-		default:
+		dev, err := hostdev.Stat(d.GetHostPath())
+		if errors.Is(err, hostdev.ErrNotDevice) {
 			return nil, fmt.Errorf("config.devices[%d].host_path %q is not a device node: %w", i, d.GetHostPath(), errdefs.ErrInvalidArgument)
 		}
-		mode := os.FileMode(st.Mode & 0o777)
-		path := d.GetContainerPath()
-		if path == "" {
-			path = d.GetHostPath()
+		if err != nil {
+			return nil, fmt.Errorf("config.devices[%d].host_path %q: %w", i, d.GetHostPath(), errdefs.WithKind(err, errdefs.ErrInvalidArgument))
 		}
-		out = append(out, specs.LinuxDevice{Path: path, Type: typ, Major: int64(major(st.Rdev)), Minor: int64(minor(st.Rdev)), FileMode: &mode})
+		if p := d.GetContainerPath(); p != "" {
+			dev.Path = p
+		}
+		out = append(out, dev)
 	}
 	return out, nil
 }
-
-func major(dev uint64) uint64 { return ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xfffff000) }
-func minor(dev uint64) uint64 { return (dev & 0xff) | ((dev >> 12) & 0xffffff00) }
 
 // namespaces lists the container's namespaces: the pod's network, IPC and UTS, a new
 // mount namespace, and a PID namespace by the pod's option.
