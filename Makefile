@@ -21,7 +21,7 @@ export CRICTL := $(BIN)/crictl
 .PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
-	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 build: ## build bin/enroot-cri (static) and bin/enroot-cri-nvml (cgo: it loads NVML)
 	$(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
