@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,4 +177,65 @@ func TestPrivilegedContainer(t *testing.T) {
 	assert.Contains(t, out, "CapEff: "+bnd, "every capability the runtime itself has")
 	assert.Contains(t, out, "host-dev")
 	assert.Contains(t, out, "keys=0:0", "nothing is masked")
+}
+
+func TestUserNamespaces(t *testing.T) {
+	e := newPodEnv(t)
+	ctx := context.Background()
+	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 200000, Length: 65536}}
+	userns := func(mode runtimeapi.NamespaceMode, m []*runtimeapi.IDMapping) func(*runtimeapi.PodSandboxConfig) {
+		return func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				UsernsOptions: &runtimeapi.UserNamespace{Mode: mode, Uids: m, Gids: m}}}
+		}
+	}
+	cfg := e.podConfig("userns", userns(runtimeapi.NamespaceMode_POD, mapping))
+	pod := e.runPod(t, cfg)
+	out, code := e.runWith(t, pod, cfg, "c", nil, `cat /proc/self/uid_map /proc/self/gid_map; id -u
+stat -c '%u %n' /bin/busybox /etc/passwd; echo written > /new && stat -c '%u %n' /new
+grep -q nobody /etc/passwd && echo image-readable; cat /etc/hostname
+head -c1 /dev/zero | wc -c; ls /sys/class/net >/dev/null && echo sys
+grep -E '^(CapEff)' /proc/self/status | tr -s '\t' ' '`)
+	require.Equal(t, int32(0), code, out)
+	assert.Regexp(t, `(?m)^\s+0\s+200000\s+65536$`, out, "the pod's mapping")
+	assert.Contains(t, out, "\n0\n", "root inside")
+	assert.Contains(t, out, "0 /bin/busybox", "the image's files are the container root's")
+	assert.Contains(t, out, "0 /new", "and so is what it writes")
+	assert.Contains(t, out, "image-readable")
+	assert.Contains(t, out, "userns\n", "the pod's hostname")
+	assert.Contains(t, out, "1\nsys")
+
+	// On the host the container's processes run as the mapped IDs.
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "sleeper"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"sleep", "100"},
+		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			RunAsUser: &runtimeapi.Int64Value{Value: 0}}},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	st, err := e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	require.NoError(t, err)
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	require.NoError(t, jsonUnmarshal(st.Info["info"], &info))
+	procStatus, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", info.Pid))
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^Uid:\s+200000\s`, string(procStatus))
+	res, err := e.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "/proc/self/uid_map"}, Timeout: 10})
+	require.NoError(t, err)
+	assert.Regexp(t, `^\s+0\s+200000\s+65536`, string(res.Stdout), "exec joins the user namespace")
+
+	// What the kubelet may not send is refused before anything is made.
+	for name, opt := range map[string]func(*runtimeapi.PodSandboxConfig){
+		"two mappings": userns(runtimeapi.NamespaceMode_POD, append(mapping, &runtimeapi.IDMapping{ContainerId: 0, HostId: 300000, Length: 10})),
+		"0 unmapped":   userns(runtimeapi.NamespaceMode_POD, []*runtimeapi.IDMapping{{ContainerId: 1, HostId: 200000, Length: 10}}),
+		"CONTAINER":    userns(runtimeapi.NamespaceMode_CONTAINER, nil),
+		"TARGET":       userns(runtimeapi.NamespaceMode_TARGET, nil),
+	} {
+		_, err := e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("bad-"+strings.ToLower(strings.ReplaceAll(name, " ", "-")), opt)})
+		assert.Equal(t, codes.InvalidArgument, status.Code(err), name)
+		assert.Contains(t, status.Convert(err).Message(), "userns_options", name)
+	}
 }

@@ -78,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return internalNoArg(args, container.RunExecHelper, stderr)
 	case "exec-stage": // internal: the in-container side of an exec
 		return internalNoArg(args, container.RunExecStage, stderr)
+	case "userns-anchor": // internal: holds a user namespace open while a root is ID-mapped
+		return internalNoArg(args, container.RunUsernsAnchor, stderr)
 	case "pod-holder": // internal: PID 1 of a pod's shared PID namespace
 		return internal(args, func(string) error { return sandbox.RunHolder() }, stderr)
 	case "help", "-h", "--help":

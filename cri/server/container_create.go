@@ -92,7 +92,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 		return nil, err
 	}
 	if binding != nil {
-		if err := s.applyGPUBinding(&ccfg.Spec, binding, ccfg.Enroot, cfg); err != nil {
+		if err := s.applyGPUBinding(ccfg, binding, cfg); err != nil {
 			return nil, err
 		}
 	}

@@ -213,6 +213,16 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 	if err := s.applySecurity(&spec, pod, cfg); err != nil {
 		return nil, err
 	}
+	uids, gids, err := podUserns(pod.config)
+	if err != nil {
+		return nil, err
+	}
+	if uids != nil {
+		if cfg.GetLinux().GetSecurityContext().GetPrivileged() {
+			return nil, fmt.Errorf("linux.security_context.privileged: a privileged container cannot run in a pod with its own user namespace: %w", errdefs.ErrInvalidArgument)
+		}
+		applyUserns(&spec, uids, gids)
+	}
 	logPath := ""
 	if dir, rel := pod.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
 		logPath = filepath.Join(dir, rel)
@@ -235,8 +245,14 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 	for _, m := range cfg.GetMounts() {
 		shared = shared || m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
 	}
-	return &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
-		Volumes: img.Volumes, Enroot: ec, SharedRoot: shared}, nil
+	out := &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
+		Volumes: img.Volumes, Enroot: ec, SharedRoot: shared}
+	for _, d := range cfg.GetDevices() {
+		if d.GetContainerPath() != "" {
+			deviceSource(out, d.GetContainerPath(), d.GetHostPath())
+		}
+	}
+	return out, nil
 }
 
 // enrootConfig is the node's Enroot configuration for a handler's containers.

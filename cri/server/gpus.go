@@ -157,10 +157,12 @@ func (s *Server) profiles() string {
 // the cgroup device rules), the environment, and the driver files: the Enroot NVIDIA
 // hook does that when the Enroot configuration has one, else the CDI specs of
 // nvidia.com/gpu are injected.
-func (s *Server) applyGPUBinding(spec *specs.Spec, b *mig.Binding, ec *container.EnrootConfig, cfg *runtimeapi.ContainerConfig) error {
+func (s *Server) applyGPUBinding(ccfg *container.Config, b *mig.Binding, cfg *runtimeapi.ContainerConfig) error {
+	spec, ec := &ccfg.Spec, ccfg.Enroot
 	for _, n := range b.Nodes {
 		mode := n.Mode
 		spec.Linux.Devices = append(spec.Linux.Devices, specs.LinuxDevice{Path: n.Path, Type: "c", Major: n.Major, Minor: n.Minor, FileMode: &mode})
+		deviceSource(ccfg, n.Path, n.HostPath)
 	}
 	spec.Process.Env = enroot.MergeEnv(spec.Process.Env, b.Env)
 	if cfg.GetAnnotations()[AnnotationGPUDriver] == "none" {
@@ -207,4 +209,15 @@ func hasNvidiaHook(dir string) bool {
 		}
 	}
 	return false
+}
+
+// deviceSource records the host node of a device whose container path differs.
+func deviceSource(ccfg *container.Config, path, host string) {
+	if path == host {
+		return
+	}
+	if ccfg.DeviceSources == nil {
+		ccfg.DeviceSources = map[string]string{}
+	}
+	ccfg.DeviceSources[path] = host
 }

@@ -36,7 +36,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 // configured one.
 func (s *Server) runtimeHandlers() []*runtimeapi.RuntimeHandler {
 	features := func() *runtimeapi.RuntimeHandlerFeatures {
-		return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true}
+		return &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: true}
 	}
 	out := []*runtimeapi.RuntimeHandler{{Name: "", Features: features()}}
 	for _, h := range s.cfg.RuntimeHandlers() {

@@ -35,9 +35,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
+	uids, _, _ := podUserns(cfg) // validated above
 	sb, err := sandbox.Create(s.podDir(id), sandbox.Options{
 		Net: !hostNet, UTS: !hostNet, IPC: nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE,
-		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD,
+		// A shared PID namespace would be the host's user namespace's: a container of a
+		// pod with a user namespace could not mount its /proc. Its containers get their
+		// own PID namespaces.
+		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD && uids == nil,
 		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(), Exe: s.exe,
 	})
 	var serr *sandbox.SysctlError
@@ -81,6 +85,9 @@ func (s *Server) validatePod(cfg *runtimeapi.PodSandboxConfig, handler string) (
 	case md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "":
 		return "", fmt.Errorf("config.metadata needs name, namespace and uid (got %q, %q, %q): %w",
 			md.GetName(), md.GetNamespace(), md.GetUid(), errdefs.ErrInvalidArgument)
+	}
+	if _, _, err := podUserns(cfg); err != nil {
+		return "", err
 	}
 	if handler == "" {
 		handler = s.cfg.DefaultRuntime

@@ -35,9 +35,15 @@ type Config struct {
 	// LogPath receives stdout and stderr in the CRI log format; empty discards them.
 	LogPath string `json:"log_path"`
 	// Enroot, when set, applies the node's Enroot configuration and hooks.
-	Enroot    *EnrootConfig `json:"enroot,omitempty"`
-	Stdin     bool          `json:"stdin"`
-	StdinOnce bool          `json:"stdin_once"`
+	Enroot *EnrootConfig `json:"enroot,omitempty"`
+	// DeviceSources are the host nodes of devices whose container path differs; a
+	// container in a user namespace gets its devices bound from the host.
+	DeviceSources map[string]string `json:"device_sources,omitempty"`
+	// MountFds are, in a user namespace, the init's descriptors of bind mount sources
+	// by index in Spec.Mounts (the shim opens them).
+	MountFds  map[int]int `json:"mount_fds,omitempty"`
+	Stdin     bool        `json:"stdin"`
+	StdinOnce bool        `json:"stdin_once"`
 }
 
 func writeConfig(bundle string, cfg *Config) error {

@@ -39,3 +39,21 @@ func DefaultDevices() []specs.LinuxDevice {
 		dev("/dev/random", 1, 8), dev("/dev/urandom", 1, 9), dev("/dev/tty", 5, 0),
 	}
 }
+
+// UsernsMounts adapts mounts to a container in its own user namespace, which may not
+// mount sysfs or mqueue for namespaces the host owns: /sys becomes the host's bound
+// read-only, /dev/mqueue is left out.
+func UsernsMounts(mounts []specs.Mount) []specs.Mount {
+	var out []specs.Mount
+	for _, m := range mounts {
+		switch m.Type {
+		case "sysfs":
+			out = append(out, specs.Mount{Destination: m.Destination, Type: "bind", Source: "/sys",
+				Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}})
+		case "mqueue":
+		default:
+			out = append(out, m)
+		}
+	}
+	return out
+}

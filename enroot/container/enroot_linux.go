@@ -165,7 +165,7 @@ func mountEntry(rootfd int, target string, e enroot.MountEntry) error {
 	if typ == "none" {
 		typ = "bind"
 	}
-	return mountInto(rootfd, specs.Mount{Destination: target, Source: e.Source, Type: typ, Options: e.Options})
+	return mountInto(rootfd, specs.Mount{Destination: target, Source: e.Source, Type: typ, Options: e.Options}, -1)
 }
 
 // createTarget honours x-create.

@@ -117,6 +117,9 @@ func nsenterFlags(spec *specs.Spec) []string {
 	if _, listed := namespacePath(spec, specs.CgroupNamespace); listed {
 		flags = append(flags, "--cgroup")
 	}
+	if _, listed := namespacePath(spec, specs.UserNamespace); listed {
+		flags = append(flags, "--user")
+	}
 	return flags
 }
 

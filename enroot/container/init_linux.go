@@ -21,6 +21,9 @@ import (
 const (
 	initSyncFd  = 3 // init writes "ready\n" or "error: …\n"; closes on exec
 	initStartFd = 4 // init reads one byte: start now
+	// With a user namespace: the bundle directory, and the ID-mapped root to attach.
+	initBundleFd = 5
+	initRootFd   = 6
 )
 
 // defaultPath is the PATH used to find the command when the container sets none.
@@ -44,6 +47,7 @@ func RunInit(bundle string) error {
 func prepareAndWait(bundle string, sync *os.File) error {
 	// The sync pipe closes when exec succeeds: that is how the shim learns it did.
 	unix.CloseOnExec(initSyncFd)
+	unix.CloseOnExec(initBundleFd) // in a user namespace, the bundle: never the command's
 	cfg, err := readConfig(bundle)
 	if err != nil {
 		return err
@@ -108,20 +112,30 @@ func setupRootfs(bundle string, cfg *Config) error {
 		return fmt.Errorf("set mount propagation: %w", err)
 	}
 	rootfs := filepath.Join(bundle, "rootfs")
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return fmt.Errorf("create rootfs: %w", err)
-	}
-	// A private mount under the root keeps everything mounted into it (overlay, /proc,
-	// binds) from propagating anywhere, and lets pivot_root work.
-	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind rootfs: %w", err)
-	}
-	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make rootfs private: %w", err)
-	}
-	overlay := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", cfg.Spec.Root.Path, cfg.UpperDir, cfg.WorkDir)
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, overlay); err != nil {
-		return fmt.Errorf("mount overlay root (%s): %w", overlay, err)
+	userns := len(cfg.Spec.Linux.UIDMappings) > 0
+	if userns {
+		// The bundle is the host's, out of this mount namespace's reach for mounts: the
+		// ID-mapped root goes on a private tmpfs of this namespace instead.
+		var err error
+		if rootfs, err = attachIDMappedRoot(); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(rootfs, 0o755); err != nil {
+			return fmt.Errorf("create rootfs: %w", err)
+		}
+		// A private mount under the root keeps everything mounted into it (overlay,
+		// /proc, binds) from propagating anywhere, and lets pivot_root work.
+		if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind rootfs: %w", err)
+		}
+		if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make rootfs private: %w", err)
+		}
+		overlay := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", cfg.Spec.Root.Path, cfg.UpperDir, cfg.WorkDir)
+		if err := unix.Mount("overlay", rootfs, "overlay", 0, overlay); err != nil {
+			return fmt.Errorf("mount overlay root (%s): %w", overlay, err)
+		}
 	}
 	rootfd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -135,8 +149,12 @@ func setupRootfs(bundle string, cfg *Config) error {
 		}
 		unix.Close(fd)
 	}
-	for _, m := range cfg.Spec.Mounts {
-		if err := mountInto(rootfd, m); err != nil {
+	for i, m := range cfg.Spec.Mounts {
+		srcFd := -1
+		if fd, ok := cfg.MountFds[i]; ok {
+			srcFd = fd
+		}
+		if err := mountInto(rootfd, m, srcFd); err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)
 		}
 	}
@@ -147,7 +165,7 @@ func setupRootfs(bundle string, cfg *Config) error {
 		}
 		cfg.Spec.Process.Env = env
 	}
-	if err := makeDevices(rootfd, cfg.Spec.Linux); err != nil {
+	if err := makeDevices(rootfd, cfg.Spec.Linux, userns, cfg.DeviceSources); err != nil {
 		return err
 	}
 	if l := cfg.Spec.Linux; l != nil {
@@ -168,16 +186,21 @@ func setupRootfs(bundle string, cfg *Config) error {
 
 // mountInto mounts m at its destination inside the root, resolving the destination
 // inside the root so that an image's symlinks cannot redirect it.
-func mountInto(rootfd int, m specs.Mount) error {
+func mountInto(rootfd int, m specs.Mount, srcFd int) error {
 	opts := parseMountOptions(m.Type, m.Options)
 	var target int
 	var err error
 	if opts.bind {
-		st, serr := os.Stat(m.Source)
-		if serr != nil {
-			return serr
+		var st unix.Stat_t
+		if srcFd >= 0 {
+			err = unix.Fstat(srcFd, &st)
+		} else {
+			err = unix.Stat(m.Source, &st)
 		}
-		if st.IsDir() {
+		if err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			target, err = inroot.MkdirAll(rootfd, m.Destination, 0o755)
 		} else {
 			target, err = inroot.CreateFile(rootfd, m.Destination)
@@ -189,9 +212,14 @@ func mountInto(rootfd int, m specs.Mount) error {
 		return err
 	}
 	dest := inroot.ProcPath(target)
-	if opts.bind {
+	switch {
+	case opts.bind && srcFd >= 0:
+		// A user namespace may not reach the host path: the shim opened it.
+		// The target by descriptor: move_mount refuses a /proc/self/fd path.
+		err = unix.MoveMount(srcFd, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	case opts.bind:
 		err = unix.Mount(m.Source, dest, "", opts.flags&^unix.MS_RDONLY, "")
-	} else {
+	default:
 		err = unix.Mount(m.Source, dest, m.Type, opts.flags, opts.dataString())
 	}
 	unix.Close(target)
@@ -226,9 +254,25 @@ func mountInto(rootfd int, m specs.Mount) error {
 }
 
 // makeDevices creates the device nodes and the usual /dev links.
-func makeDevices(rootfd int, linux *specs.Linux) error {
+func makeDevices(rootfd int, linux *specs.Linux, bind bool, sources map[string]string) error {
 	if linux != nil {
 		for _, d := range linux.Devices {
+			if bind {
+				source := d.Path
+				if s, ok := sources[d.Path]; ok {
+					source = s
+				}
+				dir, name, err := inroot.Parent(rootfd, d.Path)
+				if err != nil {
+					return fmt.Errorf("device %s: %w", d.Path, err)
+				}
+				err = bindDevice(dir, name, source)
+				unix.Close(dir)
+				if err != nil {
+					return fmt.Errorf("device %s: %w", d.Path, err)
+				}
+				continue
+			}
 			if err := makeDevice(rootfd, d); err != nil {
 				return fmt.Errorf("device %s: %w", d.Path, err)
 			}

@@ -111,6 +111,21 @@ func (s *shim) create() error {
 	s.sync, s.start = syncR, startW
 	s.cmd.ExtraFiles = []*os.File{syncW, startR}
 	s.cmd.SysProcAttr.Cloneflags = cloneFlags(&s.cfg.Spec)
+	if usernsOf(&s.cfg.Spec) {
+		files, bundle, err := s.userns(exe)
+		if err != nil {
+			syncW.Close()
+			startR.Close()
+			return err
+		}
+		s.cmd.ExtraFiles = append(s.cmd.ExtraFiles, files...)
+		s.cmd.Args[2] = bundle
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+	}
 	err = startInNamespaces(s.cmd, &s.cfg.Spec)
 	syncW.Close()
 	startR.Close()
