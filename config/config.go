@@ -118,6 +118,13 @@ type Runtime struct {
 	EnrootConfigDir string `toml:"enroot_config_dir"`
 	// DisableHooks skips the Enroot hooks.d scripts for this handler's pods.
 	DisableHooks bool `toml:"disable_hooks"`
+	// RemapRoot applies Enroot's remapped root (enroot start --root) to this handler's
+	// pods that ask for no user namespace of their own: a user namespace mapping only
+	// the container's root, to RemapRootUID:RemapRootGID on the host, with Enroot's
+	// seccomp filter that makes chown and set*id succeed without effect.
+	RemapRoot    bool   `toml:"remap_root"`
+	RemapRootUID uint32 `toml:"remap_root_uid"`
+	RemapRootGID uint32 `toml:"remap_root_gid"`
 }
 
 // EnrootDir is the Enroot configuration directory of handler.
@@ -146,7 +153,7 @@ func Default() Config {
 		Metrics:        Metrics{Address: ""},
 		GPUs: GPUs{DevRoot: "/dev", MigMinors: "/proc/driver/nvidia-caps/mig-minors",
 			CDISpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
-		Runtimes: map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined"}},
+		Runtimes: map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined", RemapRootUID: 65534, RemapRootGID: 65534}},
 	}
 }
 
@@ -227,6 +234,9 @@ func (c Config) Validate() error {
 			c.DefaultRuntime, strings.Join(c.RuntimeHandlers(), ", "))
 	}
 	for name, r := range c.Runtimes {
+		if r.RemapRoot && (r.RemapRootUID == 0 || r.RemapRootGID == 0) {
+			bad(fmt.Sprintf("runtimes.%s.remap_root_uid", name), "remap_root needs unprivileged host IDs, not 0 (uid %d, gid %d)", r.RemapRootUID, r.RemapRootGID)
+		}
 		if d := r.EnrootConfigDir; d != "" && !filepath.IsAbs(d) {
 			bad(fmt.Sprintf("runtimes.%s.enroot_config_dir", name), "%q must be an absolute path", d)
 		}

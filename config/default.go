@@ -79,4 +79,10 @@ default_seccomp = "unconfined"
 enroot_config_dir = ""
 # Skip the Enroot hooks.d scripts for this handler's pods.
 disable_hooks = false
+# Enroot's remapped root for pods without a user namespace of their own: a user namespace
+# mapping only root, to the host IDs below, and Enroot's seccomp filter (chown and set*id
+# succeed without effect). Containers then run as root only.
+remap_root = false
+remap_root_uid = 65534
+remap_root_gid = 65534
 `

@@ -239,3 +239,29 @@ grep -E '^(CapEff)' /proc/self/status | tr -s '\t' ' '`)
 		assert.Contains(t, status.Convert(err).Message(), "userns_options", name)
 	}
 }
+
+// A handler with remap_root runs its pods as Enroot's `enroot start --root` does.
+func TestRemapRootHandler(t *testing.T) {
+	e := newPodEnvWith(t, "[runtimes.remap]\nremap_root = true\nremap_root_uid = 300000\nremap_root_gid = 300001\n")
+	ctx := context.Background()
+	cfg := e.podConfig("remap", nil)
+	resp, err := e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "remap"})
+	require.NoError(t, err)
+	pod := resp.PodSandboxId
+	out, code := e.runWith(t, pod, cfg, "c", nil, `cat /proc/self/uid_map /proc/self/gid_map; id -u
+echo x > /tmp/f; chown 1234:1234 /tmp/f; echo chown=$?; stat -c '%u:%g' /tmp/f;
+stat -c '%u %n' /bin/busybox
+grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -s '\t' ' '`)
+	require.Equal(t, int32(0), code, out)
+	assert.Regexp(t, `(?m)^\s*0\s+300000\s+1\n\s*0\s+300001\s+1$`, out, "only root is mapped")
+	assert.Contains(t, out, "chown=0\n0:0\n", "chown succeeds without effect (Enroot's seccomp filter)")
+	assert.Contains(t, out, "0 /bin/busybox", "the image's root files are root's")
+	assert.Contains(t, out, "Seccomp: 2")
+
+	_, err = e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+		Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "user"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				RunAsUser: &runtimeapi.Int64Value{Value: 1000}}}}})
+	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+	assert.Contains(t, status.Convert(err).Message(), `runtime handler "remap" remaps root`)
+}

@@ -213,7 +213,7 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 	if err := s.applySecurity(&spec, pod, cfg); err != nil {
 		return nil, err
 	}
-	uids, gids, err := podUserns(pod.config)
+	uids, gids, remap, err := s.containerUserns(pod)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +222,14 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 			return nil, fmt.Errorf("linux.security_context.privileged: a privileged container cannot run in a pod with its own user namespace: %w", errdefs.ErrInvalidArgument)
 		}
 		applyUserns(&spec, uids, gids)
+	}
+	if remap {
+		// Only root is mapped: the container runs as root, as under enroot start --root.
+		if user.UID != 0 || user.GID != 0 {
+			return nil, fmt.Errorf("linux.security_context: runtime handler %q remaps root (remap_root), so containers run as root only, not as %d:%d: %w",
+				pod.Handler, user.UID, user.GID, errdefs.ErrInvalidArgument)
+		}
+		spec.Process.User = specs.User{}
 	}
 	logPath := ""
 	if dir, rel := pod.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
@@ -246,7 +254,7 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 		shared = shared || m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
 	}
 	out := &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
-		Volumes: img.Volumes, Enroot: ec, SharedRoot: shared}
+		Volumes: img.Volumes, Enroot: ec, SharedRoot: shared, RemapRoot: remap}
 	for _, d := range cfg.GetDevices() {
 		if d.GetContainerPath() != "" {
 			deviceSource(out, d.GetContainerPath(), d.GetHostPath())

@@ -36,12 +36,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	uids, _, _ := podUserns(cfg) // validated above
+	ownUserns := uids != nil || s.cfg.Runtimes[handler].RemapRoot
 	sb, err := sandbox.Create(s.podDir(id), sandbox.Options{
 		Net: !hostNet, UTS: !hostNet, IPC: nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE,
 		// A shared PID namespace would be the host's user namespace's: a container of a
 		// pod with a user namespace could not mount its /proc. Its containers get their
 		// own PID namespaces.
-		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD && uids == nil,
+		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD && !ownUserns,
 		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(), Exe: s.exe,
 	})
 	var serr *sandbox.SysctlError

@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -61,4 +63,26 @@ func applyUserns(spec *specs.Spec, uids, gids []specs.LinuxIDMapping) {
 	spec.Linux.UIDMappings, spec.Linux.GIDMappings = uids, gids
 	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 	spec.Mounts = container.UsernsMounts(spec.Mounts)
+	// devpts gives new terminals the tty group (5); where that is not mapped (a
+	// remapped root maps only 0) it cannot.
+	if g := gids[0]; g.ContainerID+g.Size <= 5 {
+		for i, m := range spec.Mounts {
+			if m.Type == "devpts" {
+				spec.Mounts[i].Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return strings.HasPrefix(o, "gid=") })
+			}
+		}
+	}
+}
+
+// containerUserns is the user namespace of a container: the pod's (CRI mode POD), else
+// the handler's remapped root, else none. remap reports the latter.
+func (s *Server) containerUserns(pod *podRecord) (uids, gids []specs.LinuxIDMapping, remap bool, err error) {
+	if uids, gids, err = podUserns(pod.config); err != nil || uids != nil {
+		return uids, gids, false, err
+	}
+	if h := s.cfg.Runtimes[pod.Handler]; h.RemapRoot {
+		return []specs.LinuxIDMapping{{ContainerID: 0, HostID: h.RemapRootUID, Size: 1}},
+			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: h.RemapRootGID, Size: 1}}, true, nil
+	}
+	return nil, nil, false, nil
 }

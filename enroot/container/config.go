@@ -39,6 +39,9 @@ type Config struct {
 	// DeviceSources are the host nodes of devices whose container path differs; a
 	// container in a user namespace gets its devices bound from the host.
 	DeviceSources map[string]string `json:"device_sources,omitempty"`
+	// RemapRoot installs Enroot's remapped-root seccomp filter (chown and set*id
+	// succeed without effect).
+	RemapRoot bool `json:"remap_root,omitempty"`
 	// MountFds are, in a user namespace, the init's descriptors of bind mount sources
 	// by index in Spec.Mounts (the shim opens them).
 	MountFds  map[int]int `json:"mount_fds,omitempty"`

@@ -1,0 +1,51 @@
+package container
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// remapRootSyscalls are the calls Enroot's remapped root makes succeed without effect:
+// with only root mapped, changing owners or IDs cannot work, and package managers and
+// the like would fail on it.
+var remapRootSyscalls = []uint32{unix.SYS_CHOWN, unix.SYS_FCHOWN, unix.SYS_LCHOWN, unix.SYS_FCHOWNAT,
+	unix.SYS_SETUID, unix.SYS_SETGID, unix.SYS_SETREUID, unix.SYS_SETREGID, unix.SYS_SETRESUID,
+	unix.SYS_SETRESGID, unix.SYS_SETGROUPS, unix.SYS_SETFSUID, unix.SYS_SETFSGID}
+
+// auditArchX86_64 is AUDIT_ARCH_X86_64: the filter answers only native calls.
+const auditArchX86_64 = 0xc000003e
+
+// loadRemapRootFilter installs Enroot's remapped-root seccomp filter: those calls
+// return 0 without being made. It is its own filter (SECCOMP_RET_ERRNO with errno 0,
+// which the profile compiler cannot express), installed before the container's
+// profile; the kernel applies the strictest answer of all filters.
+func loadRemapRootFilter() error {
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 4}, // seccomp_data.arch
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: auditArchX86_64, SkipFalse: uint8(len(remapRootSyscalls) + 2)},
+		bpf.LoadAbsolute{Off: 0, Size: 4}, // seccomp_data.nr
+	}
+	for i, nr := range remapRootSyscalls {
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: nr, SkipTrue: uint8(len(remapRootSyscalls) - i)})
+	}
+	prog = append(prog,
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO}, // errno 0: success, nothing done
+	)
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("assemble the remapped-root filter: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(raw))
+	for i, ins := range raw {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+		return fmt.Errorf("load the remapped-root seccomp filter: %w", errno)
+	}
+	return nil
+}
