@@ -180,7 +180,14 @@ func TestPrivilegedContainer(t *testing.T) {
 }
 
 func TestUserNamespaces(t *testing.T) {
-	e := newPodEnv(t)
+	// The node's Enroot hooks run for containers in user namespaces too; like
+	// /etc/enroot, their directory must be readable by the container's root.
+	site, err := os.MkdirTemp("", "enroot-site-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(site) })
+	require.NoError(t, os.Chmod(site, 0o755))
+	writeFiles(t, site, map[string]string{"hooks.d/10-env.sh": "#!/bin/sh\necho HOOKED=yes >> \"$ENROOT_ENVIRON\"\n"})
+	e := newPodEnvWith(t, fmt.Sprintf("[runtimes.enroot]\nenroot_config_dir = %q\n", site))
 	ctx := context.Background()
 	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 200000, Length: 65536}}
 	userns := func(mode runtimeapi.NamespaceMode, m []*runtimeapi.IDMapping) func(*runtimeapi.PodSandboxConfig) {
@@ -195,8 +202,9 @@ func TestUserNamespaces(t *testing.T) {
 stat -c '%u %n' /bin/busybox /etc/passwd; echo written > /new && stat -c '%u %n' /new
 grep -q nobody /etc/passwd && echo image-readable; cat /etc/hostname
 head -c1 /dev/zero | wc -c; ls /sys/class/net >/dev/null && echo sys
-grep -E '^(CapEff)' /proc/self/status | tr -s '\t' ' '`)
+grep -E '^(CapEff)' /proc/self/status | tr -s '\t' ' '; echo "hook=$HOOKED"`)
 	require.Equal(t, int32(0), code, out)
+	assert.Contains(t, out, "hook=yes")
 	assert.Regexp(t, `(?m)^\s+0\s+200000\s+65536$`, out, "the pod's mapping")
 	assert.Contains(t, out, "\n0\n", "root inside")
 	assert.Contains(t, out, "0 /bin/busybox", "the image's files are the container root's")
@@ -212,7 +220,7 @@ grep -E '^(CapEff)' /proc/self/status | tr -s '\t' ' '`)
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 			RunAsUser: &runtimeapi.Int64Value{Value: 0}}},
 	})
-	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	_, err = e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 	require.NoError(t, err)
 	st, err := e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	require.NoError(t, err)

@@ -38,6 +38,13 @@ func RunInit(bundle string) error {
 	// them are set on this thread, which then executes the command.
 	runtime.LockOSThread()
 	sync := os.NewFile(initSyncFd, "sync")
+	if strings.HasPrefix(bundle, "/proc/self/fd/") {
+		// In a user namespace the bundle is a descriptor; hooks, our children, reach it
+		// through this process (the host's /proc is still mounted here).
+		if self, err := os.Readlink("/proc/self"); err == nil {
+			bundle = "/proc/" + self + strings.TrimPrefix(bundle, "/proc/self")
+		}
+	}
 	err := prepareAndWait(bundle, sync)
 	// Only reached on failure: tell the shim why.
 	fmt.Fprintf(sync, "error: %v\n", err)

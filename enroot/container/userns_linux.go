@@ -193,16 +193,26 @@ func RunUsernsAnchor() error {
 }
 
 // usernsStage is where, in a container's own mount namespace, the ID-mapped root is
-// attached before the pivot: a tmpfs over /tmp, private to that namespace.
-const usernsStage = "/tmp"
+// attached before the pivot: a tmpfs, private to that namespace, over the first empty
+// one of a few host directories (hooks and mounts.d still need the host's others until
+// the pivot), else over /tmp.
+func usernsStage() string {
+	for _, d := range []string{"/mnt", "/media", "/srv"} {
+		if entries, err := os.ReadDir(d); err == nil && len(entries) == 0 {
+			return d
+		}
+	}
+	return "/tmp"
+}
 
 // attachIDMappedRoot attaches the ID-mapped root the shim handed over and returns
 // where.
 func attachIDMappedRoot() (string, error) {
-	if err := unix.Mount("tmpfs", usernsStage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+	stage := usernsStage()
+	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
 		return "", fmt.Errorf("mount the staging tmpfs: %w", err)
 	}
-	rootfs := filepath.Join(usernsStage, "rootfs")
+	rootfs := filepath.Join(stage, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return "", err
 	}
