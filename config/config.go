@@ -94,6 +94,10 @@ type GPUs struct {
 	// CDISpecDirs are searched for CDI specs when the Enroot configuration has no
 	// NVIDIA hook.
 	CDISpecDirs []string `toml:"cdi_spec_dirs"`
+	// DevicePlugin advertises the GPUs and MIG slices to the kubelet through its
+	// device plugin API, from DevicePluginDir.
+	DevicePlugin    bool   `toml:"device_plugin"`
+	DevicePluginDir string `toml:"device_plugin_dir"`
 	// PrologStrict makes a failing `enroot-cri slurm prolog` fail the job (exit 1);
 	// otherwise it logs and lets the job run.
 	PrologStrict bool `toml:"prolog_strict"`
@@ -152,7 +156,7 @@ func Default() Config {
 		Streaming:      Streaming{Address: "127.0.0.1:0"},
 		Metrics:        Metrics{Address: ""},
 		GPUs: GPUs{DevRoot: "/dev", MigMinors: "/proc/driver/nvidia-caps/mig-minors",
-			CDISpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+			CDISpecDirs: []string{"/etc/cdi", "/var/run/cdi"}, DevicePluginDir: "/var/lib/kubelet/device-plugins"},
 		Runtimes: map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined", RemapRootUID: 65534, RemapRootGID: 65534}},
 	}
 }
@@ -206,6 +210,7 @@ func (c Config) Validate() error {
 		"enroot.config_dir": c.Enroot.ConfigDir, "cni.conf_dir": c.CNI.ConfDir,
 		"cgroups.slurm_cgroup_conf": c.Cgroups.SlurmCgroupConf,
 		"gpus.dev_root":             c.GPUs.DevRoot, "gpus.mig_minors": c.GPUs.MigMinors,
+		"gpus.device_plugin_dir": c.GPUs.DevicePluginDir,
 	} {
 		if !filepath.IsAbs(p) {
 			bad(key, "%q must be an absolute path", p)

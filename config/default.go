@@ -68,6 +68,11 @@ mig_minors = "/proc/driver/nvidia-caps/mig-minors"
 cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 # Fail the Slurm job when "enroot-cri slurm prolog" fails (default: log and let it run).
 prolog_strict = false
+# Advertise GPUs (nvidia.com/gpu) and MIG slices (nvidia.com/mig-<profile>) to the kubelet
+# as a device plugin; slices Slurm jobs hold are reported unhealthy.
+device_plugin = false
+# The kubelet's device plugin directory (its registration socket is kubelet.sock there).
+device_plugin_dir = "/var/lib/kubelet/device-plugins"
 
 # One table per RuntimeClass handler (the RuntimeClass's "handler" field names it).
 [runtimes.enroot]

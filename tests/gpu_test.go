@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/enroot-cri/enroot-cri/mig"
 )
@@ -48,6 +52,12 @@ func newGPUEnv(t *testing.T) *gpuEnv {
 
 // newGPUEnvSlurm is newGPUEnv with a Slurm cgroup.conf.
 func newGPUEnvSlurm(t *testing.T, cgroupConf string) *gpuEnv {
+	t.Helper()
+	return newGPUEnvWith(t, cgroupConf, "")
+}
+
+// newGPUEnvWith is newGPUEnvSlurm with more [gpus] keys.
+func newGPUEnvWith(t *testing.T, cgroupConf, gpus string) *gpuEnv {
 	t.Helper()
 	if nvmlFake == "" {
 		t.Skip("enroot-cri-nvml with fake machines was not built (needs a C compiler)")
@@ -84,8 +94,8 @@ func newGPUEnvSlurm(t *testing.T, cgroupConf string) *gpuEnv {
 	helper := filepath.Join(dir, "nvml.sh")
 	require.NoError(t, os.WriteFile(helper, []byte("#!/bin/sh\nexec "+nvmlFake+" --fake dgxa100\n"), 0o755))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "cdi"), 0o755))
-	extra := fmt.Sprintf("[gpus]\nnvml_helper = %q\ndev_root = %q\nmig_minors = %q\ncdi_spec_dirs = [%q]\n",
-		helper, dev, filepath.Join(dir, "mig-minors"), filepath.Join(dir, "cdi"))
+	extra := fmt.Sprintf("[gpus]\nnvml_helper = %q\ndev_root = %q\nmig_minors = %q\ncdi_spec_dirs = [%q]\n%s",
+		helper, dev, filepath.Join(dir, "mig-minors"), filepath.Join(dir, "cdi"), gpus)
 	e := &gpuEnv{podEnv: newPodEnvSlurm(t, extra, cgroupConf), gpuDir: dir}
 	out, err := exec.Command(helper).Output()
 	require.NoError(t, err)
@@ -250,4 +260,85 @@ func TestGPUDriverFiles(t *testing.T) {
 	id, err = e.createGPU(pod, cfg, "hook", `cat /nvidia-hook; echo "cdi=$NVIDIA_CDI"`, []string{e.inv.GPUs[4].UUID}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "hook saw "+e.inv.GPUs[4].UUID+"\ncdi=", e.runToExit(t, id))
+}
+
+// fakeKubelet is the kubelet's device plugin registration service on a socket.
+type fakeKubelet struct {
+	pluginapi.UnimplementedRegistrationServer
+	registered chan *pluginapi.RegisterRequest
+}
+
+func (k *fakeKubelet) Register(_ context.Context, r *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
+	k.registered <- r
+	return &pluginapi.Empty{}, nil
+}
+
+func TestGPUDevicePlugin(t *testing.T) {
+	plugins, err := os.MkdirTemp("", "device-plugins-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(plugins) })
+	l, err := net.Listen("unix", filepath.Join(plugins, "kubelet.sock"))
+	require.NoError(t, err)
+	kubelet := &fakeKubelet{registered: make(chan *pluginapi.RegisterRequest, 10)}
+	srv := grpc.NewServer()
+	pluginapi.RegisterRegistrationServer(srv, kubelet)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	e := newGPUEnvWith(t, "", fmt.Sprintf("device_plugin = true\ndevice_plugin_dir = %q\n", plugins))
+
+	endpoints := map[string]string{}
+	for len(endpoints) < 4 {
+		select {
+		case r := <-kubelet.registered:
+			assert.Equal(t, pluginapi.Version, r.Version)
+			endpoints[r.ResourceName] = r.Endpoint
+		case <-time.After(30 * time.Second):
+			t.Fatalf("registered only %v", endpoints)
+		}
+	}
+	assert.Contains(t, endpoints, "nvidia.com/gpu")
+	assert.Contains(t, endpoints, "nvidia.com/mig-1g.5gb")
+	assert.Contains(t, endpoints, "nvidia.com/mig-3g.20gb")
+	assert.Contains(t, endpoints, "nvidia.com/mig-4g.20gb")
+
+	conn, err := grpc.NewClient("unix://"+filepath.Join(plugins, endpoints["nvidia.com/gpu"]), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := pluginapi.NewDevicePluginClient(conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := client.ListAndWatch(ctx, &pluginapi.Empty{})
+	require.NoError(t, err)
+	health := func() map[string]string {
+		resp, err := stream.Recv()
+		require.NoError(t, err)
+		out := map[string]string{}
+		for _, d := range resp.Devices {
+			out[d.ID] = d.Health
+		}
+		return out
+	}
+	first := health()
+	assert.Len(t, first, 6, "the whole GPUs")
+	assert.Equal(t, pluginapi.Healthy, first[e.inv.GPUs[1].UUID])
+
+	// A Slurm job takes GPU 1: the kubelet hears it is unhealthy, and healthy again after.
+	job := []string{"SLURM_JOB_ID=9", "SLURM_JOB_GPUS=1"}
+	out, err := e.cli(t, job, "slurm", "prolog")
+	require.NoError(t, err, out)
+	assert.Equal(t, pluginapi.Unhealthy, health()[e.inv.GPUs[1].UUID])
+	out, err = e.cli(t, job, "slurm", "epilog")
+	require.NoError(t, err, out)
+	assert.Equal(t, pluginapi.Healthy, health()[e.inv.GPUs[1].UUID])
+
+	slice := e.inv.GPUs[6].Slices[2].UUID
+	mconn, err := grpc.NewClient("unix://"+filepath.Join(plugins, endpoints["nvidia.com/mig-1g.5gb"]), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer mconn.Close()
+	alloc, err := pluginapi.NewDevicePluginClient(mconn).Allocate(context.Background(), &pluginapi.AllocateRequest{
+		ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{slice}}}})
+	require.NoError(t, err)
+	require.Len(t, alloc.ContainerResponses, 1)
+	assert.Equal(t, "nvidia.com/gpu="+slice, alloc.ContainerResponses[0].CdiDevices[0].Name, "the runtime binds it by its CDI name")
+	assert.Equal(t, slice, alloc.ContainerResponses[0].Envs["NVIDIA_VISIBLE_DEVICES"])
 }

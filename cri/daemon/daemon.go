@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/enroot-cri/enroot-cri/config"
+	"github.com/enroot-cri/enroot-cri/cri/deviceplugin"
 	"github.com/enroot-cri/enroot-cri/cri/server"
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
@@ -72,6 +73,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 		return fmt.Errorf("recover pods and containers: %w", err)
 	}
 	log.Info("enroot-cri ready", "root", cfg.Root, "images", len(images.List()))
+	if cfg.GPUs.DevicePlugin {
+		resources := deviceplugin.Resources(srv.GPUs())
+		log.Info("device plugin", "dir", cfg.GPUs.DevicePluginDir, "resources", len(resources))
+		dp := &deviceplugin.Manager{Dir: cfg.GPUs.DevicePluginDir, Ledger: srv.Ledger(), Log: log, Poll: time.Second}
+		go dp.Run(ctx, resources)
+	}
 	if cfg.Metrics.Address != "" {
 		addr, err := srv.Metrics().Serve(ctx, cfg.Metrics.Address)
 		if err != nil {

@@ -144,3 +144,9 @@ func (s *Server) runningContainer(ctx context.Context, id string) (*containerRec
 
 // Metrics are the daemon's Prometheus metrics.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// GPUs is the node's inventory, as read at start.
+func (s *Server) GPUs() mig.Inventory { return s.gpus }
+
+// Ledger is the node's GPU ledger.
+func (s *Server) Ledger() *mig.Ledger { return s.ledger }
