@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/enroot-cri/enroot-cri/internal/cpulist"
 )
 
 // These tests run where the host has a pure cgroup v2 hierarchy: in the qemu guest
@@ -91,7 +93,7 @@ func TestCgroupV2SlurmLimits(t *testing.T) {
 	require.NoError(t, c.Update(up))
 	assert.Equal(t, "251658240", readV2(t, path, "memory.max"))
 	assert.Equal(t, "20971520", readV2(t, path, "memory.swap.max"))
-	assert.Equal(t, FormatCPUList(PickCPUs(node.CPUs, 2, nil)), readV2(t, path, "cpuset.cpus"))
+	assert.Equal(t, cpulist.Format(PickCPUs(node.CPUs, 2, nil)), readV2(t, path, "cpuset.cpus"))
 
 	st, err := c.Stats()
 	require.NoError(t, err)

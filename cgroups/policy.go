@@ -41,7 +41,7 @@ func ReadNode() (Node, error) {
 			return Node{}, fmt.Errorf("read the online CPUs: %w", err)
 		}
 	}
-	cpus, err := ParseCPUList(strings.TrimSpace(string(data)))
+	cpus, err := cpulist.Parse(strings.TrimSpace(string(data)))
 	if err != nil {
 		return Node{}, err
 	}
@@ -86,7 +86,7 @@ func (c SlurmConf) Confine(req *specs.LinuxResources, node Node) *specs.LinuxRes
 			if out.CPU != nil {
 				cpu = *out.CPU
 			}
-			cpu.Cpus = FormatCPUList(PickCPUs(node.CPUs, n, node.Load))
+			cpu.Cpus = cpulist.Format(PickCPUs(node.CPUs, n, node.Load))
 			out.CPU = &cpu
 		}
 	}
@@ -174,9 +174,3 @@ func PickCPUs(cpus []int, n int, load map[int]int) []int {
 	slices.Sort(order)
 	return order
 }
-
-// ParseCPUList reads a kernel CPU list such as "0-3,8,10-11".
-func ParseCPUList(s string) ([]int, error) { return cpulist.Parse(s) }
-
-// FormatCPUList writes CPUs in the kernel's list form, ranges collapsed.
-func FormatCPUList(cpus []int) string { return cpulist.Format(cpus) }

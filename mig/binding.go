@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/enroot-cri/enroot-cri/internal/hostdev"
 )
 
 // Host is where the node's device files are; tests point it at temporary trees.
@@ -106,13 +106,12 @@ func Bind(devs []Device, host Host) (Binding, error) {
 // hostNode stats devRoot/name, which must be a character device.
 func hostNode(devRoot, name string) (DeviceNode, error) {
 	p := filepath.Join(devRoot, name)
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
+	d, err := hostdev.Stat(p)
+	if err == nil && d.Type != "c" {
+		err = hostdev.ErrNotDevice
+	}
+	if err != nil {
 		return DeviceNode{}, fmt.Errorf("GPU device node %s: %w", p, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
-		return DeviceNode{}, fmt.Errorf("GPU device node %s is not a character device", p)
-	}
-	return DeviceNode{Path: "/dev/" + name, HostPath: p,
-		Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)), Mode: os.FileMode(st.Mode & 0o777)}, nil
+	return DeviceNode{Path: "/dev/" + name, HostPath: p, Major: d.Major, Minor: d.Minor, Mode: *d.FileMode}, nil
 }

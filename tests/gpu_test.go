@@ -47,16 +47,10 @@ func capMinor(gpu, gi int, ci bool) int {
 
 func newGPUEnv(t *testing.T) *gpuEnv {
 	t.Helper()
-	return newGPUEnvSlurm(t, "")
+	return newGPUEnvWith(t, "", "")
 }
 
-// newGPUEnvSlurm is newGPUEnv with a Slurm cgroup.conf.
-func newGPUEnvSlurm(t *testing.T, cgroupConf string) *gpuEnv {
-	t.Helper()
-	return newGPUEnvWith(t, cgroupConf, "")
-}
-
-// newGPUEnvWith is newGPUEnvSlurm with more [gpus] keys.
+// newGPUEnvWith is newGPUEnv with a Slurm cgroup.conf and more [gpus] keys.
 func newGPUEnvWith(t *testing.T, cgroupConf, gpus string) *gpuEnv {
 	t.Helper()
 	if nvmlFake == "" {

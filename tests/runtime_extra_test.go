@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,15 +85,9 @@ func TestStatsAndResourceUpdates(t *testing.T) {
 	_, err = e.runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
 		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuShares: 256}})
 	require.NoError(t, err)
-	var info struct {
-		CgroupPath string `json:"cgroupPath"`
-	}
-	sresp, err := e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	sresp, err := e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	require.NoError(t, err)
-	require.NoError(t, jsonUnmarshal(sresp.Info["info"], &info))
-	limit, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", info.CgroupPath, "memory.limit_in_bytes"))
-	require.NoError(t, err)
-	assert.Equal(t, "134217728", strings.TrimSpace(string(limit)), "the new limit is in the cgroup")
+	assert.Equal(t, "134217728", e.cgroupFile(t, id, "memory", "memory.limit_in_bytes"), "the new limit is in the cgroup")
 	assert.Equal(t, int64(128<<20), sresp.Status.Resources.Linux.MemoryLimitInBytes, "and in the status")
 }
 

@@ -360,7 +360,7 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	}
 	needCgroupV1(t)
 	needTools(t, "munged", "slurmctld", "slurmd", "srun")
-	e := newGPUEnvSlurm(t, "ConstrainCores=yes\nConstrainRAMSpace=yes\n")
+	e := newGPUEnvWith(t, "ConstrainCores=yes\nConstrainRAMSpace=yes\n", "")
 	scripts := t.TempDir()
 	require.NoError(t, os.Chmod(scripts, 0o755))
 	dev := filepath.Join(e.gpuDir, "dev")

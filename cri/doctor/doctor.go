@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
@@ -124,7 +125,7 @@ func cgroupCheck(h Host) Result {
 		have := strings.Fields(string(data))
 		var missing []string
 		for _, c := range []string{"cpu", "cpuset", "memory", "pids"} {
-			if !contains(have, c) {
+			if !slices.Contains(have, c) {
 				missing = append(missing, c)
 			}
 		}
@@ -145,15 +146,6 @@ func cgroupCheck(h Host) Result {
 			Fix: "mount the missing controllers under /sys/fs/cgroup, or boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)"}
 	}
 	return Result{Status: OK, Name: "cgroups", Detail: "cgroup v1 (cpu cpuset memory pids devices freezer)"}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func enrootCheck(cfg config.Config) Result {

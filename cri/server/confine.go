@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/internal/cpulist"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
 
@@ -27,7 +28,7 @@ func (s *Server) confinement(r *runtimeapi.LinuxContainerResources, privileged b
 		if c.ID == self || c.State == containerExited || c.Cpuset == "" || c.CpusetAuto {
 			continue
 		}
-		cpus, _ := cgroups.ParseCPUList(c.Cpuset)
+		cpus, _ := cpulist.Parse(c.Cpuset)
 		for _, cpu := range cpus {
 			node.Load[cpu]++
 		}
@@ -41,7 +42,7 @@ func (s *Server) confinement(r *runtimeapi.LinuxContainerResources, privileged b
 		if res.CPU != nil {
 			cpu = *res.CPU
 		}
-		cpu.Cpus = cgroups.FormatCPUList(node.CPUs)
+		cpu.Cpus = cpulist.Format(node.CPUs)
 		res.CPU, auto = &cpu, true
 	}
 	return res, auto
@@ -80,8 +81,8 @@ func (s *Server) followSlurmCPUs(ctx context.Context) {
 			continue
 		}
 		last = st.ModTime()
-		free := cgroups.FormatCPUList(s.freeCPUs())
-		all := cgroups.FormatCPUList(s.node.CPUs)
+		free := cpulist.Format(s.freeCPUs())
+		all := cpulist.Format(s.node.CPUs)
 		for _, c := range s.recs.allContainers() {
 			pinned := c.Cpuset != "" && !c.CpusetAuto
 			if c.State == containerExited || pinned || c.Cpuset == free || (c.Cpuset == "" && free == all) {
