@@ -2,7 +2,9 @@ package cgroups
 
 import (
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
@@ -67,4 +69,46 @@ func ExpandSlice(slice string) (string, error) {
 		prefix += part + "-"
 	}
 	return out, nil
+}
+
+// ViewDir is one directory of a container's view of its own cgroup at /sys/fs/cgroup:
+// Name under /sys/fs/cgroup (empty on cgroup v2: the view is the cgroup itself), the
+// host directory it shows, or a symlink to a sibling (v1's cpu -> cpu,cpuacct).
+type ViewDir struct {
+	Name   string `json:"name"`
+	Source string `json:"source,omitempty"`
+	Link   string `json:"link,omitempty"`
+}
+
+// View lists what a container whose cgroup is path sees at /sys/fs/cgroup, as runc
+// shows it: on v1 each controller hierarchy's directory of the container, on v2 the
+// container's cgroup directory.
+func View(path string) []ViewDir {
+	if unified() {
+		return []ViewDir{{Source: filepath.Join(Root, path)}}
+	}
+	entries, _ := os.ReadDir(Root)
+	var out []ViewDir
+	for _, e := range entries {
+		name := e.Name()
+		full := filepath.Join(Root, name)
+		if e.Type()&os.ModeSymlink != 0 {
+			if target, err := os.Readlink(full); err == nil && !strings.Contains(target, "/") {
+				out = append(out, ViewDir{Name: name, Link: target})
+			}
+			continue
+		}
+		if !e.IsDir() || name == "unified" {
+			continue
+		}
+		if dir := filepath.Join(full, path); isDir(dir) {
+			out = append(out, ViewDir{Name: name, Source: dir})
+		}
+	}
+	return out
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

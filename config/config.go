@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -45,6 +46,13 @@ type Images struct {
 	// Enroot configuration, else Enroot's default.
 	SquashOptions          string `toml:"squash_options"`
 	MaxConcurrentDownloads int    `toml:"max_concurrent_downloads"`
+	// Bounds on one pull, against hostile images: uncompressed bytes of all layers,
+	// entries of all layers, and wall time; and the free space the store's
+	// filesystem keeps while a pull writes.
+	MaxImageBytes int64    `toml:"max_image_bytes"`
+	MaxEntries    int64    `toml:"max_entries"`
+	PullTimeout   Duration `toml:"pull_timeout"`
+	MinFreeBytes  int64    `toml:"min_free_bytes"`
 }
 
 // RegistryHost configures one registry host ("*" matches any host).
@@ -53,9 +61,13 @@ type RegistryHost struct {
 	Insecure bool     `toml:"insecure"`
 }
 
-// Enroot points at the node's Enroot configuration.
+// Enroot points at the node's Enroot configuration and installation.
 type Enroot struct {
 	ConfigDir string `toml:"config_dir"`
+	// LibraryPath is Enroot's library directory (common.sh and friends, which the stock
+	// hooks source), exported to hooks as ENROOT_LIBRARY_PATH; empty: the first of
+	// Enroot's install locations that exists.
+	LibraryPath string `toml:"library_path"`
 }
 
 // CNI configures pod networking.
@@ -68,6 +80,9 @@ type CNI struct {
 type Cgroups struct {
 	Driver          string `toml:"driver"`
 	SlurmCgroupConf string `toml:"slurm_cgroup_conf"`
+	// PidsLimit is the most processes and threads one container may have (pids.max);
+	// 0 means no limit of the runtime's own (CRI-O's pids_limit).
+	PidsLimit int64 `toml:"pids_limit"`
 }
 
 // Streaming configures the exec/attach/port-forward server.
@@ -101,6 +116,11 @@ type GPUs struct {
 	// PrologStrict makes a failing `enroot-cri slurm prolog` fail the job (exit 1);
 	// otherwise it logs and lets the job run.
 	PrologStrict bool `toml:"prolog_strict"`
+	// AcceptEnvRequests lets NVIDIA_VISIBLE_DEVICES in a container's environment ask
+	// for GPUs (the NVIDIA device plugin's envvar strategy). A pod author can set that
+	// variable too, so it is off: GPUs then come only from CDI devices and the
+	// runtime's allocation annotations.
+	AcceptEnvRequests bool `toml:"accept_env_requests"`
 }
 
 // LedgerPath is where the GPU ledger lives.
@@ -111,9 +131,24 @@ func (c Config) LedgerPath() string {
 	return filepath.Join(c.Root, "gpu-ledger.json")
 }
 
+// Handler kinds: what a pod of a RuntimeClass handler runs as.
+const (
+	// KindKubernetes runs containers as containerd and runc do: no Enroot
+	// configuration, privileged containers allowed where the handler allows them.
+	KindKubernetes = "kubernetes"
+	// KindEnroot runs containers as `enroot start` runs them under pyxis: a user
+	// namespace, Enroot's seccomp filter and capabilities, the node's Enroot
+	// configuration and hooks.
+	KindEnroot = "enroot"
+)
+
 // Runtime is one RuntimeClass handler.
 type Runtime struct {
-	// AllowPrivileged lets pods of this handler run privileged containers.
+	// Kind is KindKubernetes or KindEnroot. A table without it is of kind enroot when
+	// it is named "enroot", else of kind kubernetes.
+	Kind string `toml:"kind"`
+	// AllowPrivileged lets pods of this handler run privileged containers (kind
+	// kubernetes only).
 	AllowPrivileged bool `toml:"allow_privileged"`
 	// DefaultSeccomp is the seccomp profile of containers that ask for none:
 	// "unconfined" (the CRI default) or "runtime/default".
@@ -122,14 +157,22 @@ type Runtime struct {
 	EnrootConfigDir string `toml:"enroot_config_dir"`
 	// DisableHooks skips the Enroot hooks.d scripts for this handler's pods.
 	DisableHooks bool `toml:"disable_hooks"`
-	// RemapRoot applies Enroot's remapped root (enroot start --root) to this handler's
-	// pods that ask for no user namespace of their own: a user namespace mapping only
-	// the container's root, to RemapRootUID:RemapRootGID on the host, with Enroot's
-	// seccomp filter that makes chown and set*id succeed without effect.
-	RemapRoot    bool   `toml:"remap_root"`
+	// RemapRoot (kind enroot) is Enroot's remapped root (ENROOT_REMAP_ROOT, enroot
+	// start --root): the container runs as root inside its user namespace, mapped to
+	// the pod's user on the host.
+	RemapRoot bool `toml:"remap_root"`
+	// RemapRootUID and RemapRootGID (kind enroot) are the host IDs of a container that
+	// runs as root: a pod of an Enroot handler is never host root.
 	RemapRootUID uint32 `toml:"remap_root_uid"`
 	RemapRootGID uint32 `toml:"remap_root_gid"`
+	// MinUID (kind enroot) is the lowest host user ID a container may run as, other
+	// than root (remapped): a pod acts as that user on the node, so system accounts
+	// (munge, slurm, daemon) are refused.
+	MinUID uint32 `toml:"min_uid"`
 }
+
+// IsEnroot reports whether the handler has Enroot semantics.
+func (r Runtime) IsEnroot() bool { return r.Kind == KindEnroot }
 
 // EnrootDir is the Enroot configuration directory of handler.
 func (c Config) EnrootDir(handler string) string {
@@ -147,19 +190,73 @@ func Default() Config {
 		State:          "/run/enroot-cri",
 		LogLevel:       "info",
 		LogFormat:      "text",
-		DefaultRuntime: "enroot",
-		Images:         Images{MaxConcurrentDownloads: 10},
-		Registries:     map[string]RegistryHost{},
-		Enroot:         Enroot{ConfigDir: "/etc/enroot"},
-		CNI:            CNI{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}},
-		Cgroups:        Cgroups{Driver: "cgroupfs", SlurmCgroupConf: "/etc/slurm/cgroup.conf"},
-		Streaming:      Streaming{Address: "127.0.0.1:0"},
-		Metrics:        Metrics{Address: ""},
+		DefaultRuntime: KindKubernetes,
+		Images: Images{MaxConcurrentDownloads: 10, MaxImageBytes: 256 << 30, MaxEntries: 10_000_000,
+			PullTimeout: Duration{2 * time.Hour}, MinFreeBytes: 1 << 30},
+		Registries: map[string]RegistryHost{},
+		Enroot:     Enroot{ConfigDir: "/etc/enroot"},
+		CNI:        CNI{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}},
+		Cgroups:    Cgroups{Driver: "cgroupfs", SlurmCgroupConf: "/etc/slurm/cgroup.conf", PidsLimit: 32768},
+		Streaming:  Streaming{Address: "127.0.0.1:0"},
+		Metrics:    Metrics{Address: ""},
 		GPUs: GPUs{DevRoot: "/dev", MigMinors: "/proc/driver/nvidia-caps/mig-minors",
 			CDISpecDirs: []string{"/etc/cdi", "/var/run/cdi"}, DevicePluginDir: "/var/lib/kubelet/device-plugins"},
-		Runtimes: map[string]Runtime{"enroot": {DefaultSeccomp: "unconfined", RemapRootUID: 65534, RemapRootGID: 65534}},
+		Runtimes: map[string]Runtime{KindKubernetes: RuntimeDefaults(KindKubernetes), KindEnroot: RuntimeDefaults(KindEnroot)},
 	}
 }
+
+// RuntimeDefaults is a [runtimes.<handler>] table of kind with every key at its
+// default.
+func RuntimeDefaults(kind string) Runtime {
+	if kind == KindEnroot {
+		return Runtime{Kind: KindEnroot, DefaultSeccomp: "unconfined", RemapRootUID: 65534, RemapRootGID: 65534, MinUID: 1000}
+	}
+	return Runtime{Kind: kind, AllowPrivileged: true, DefaultSeccomp: "unconfined"}
+}
+
+// fillRuntimeDefaults gives the keys a [runtimes.<handler>] table leaves out their
+// defaults for the table's kind (a decoded table starts from zero values).
+func fillRuntimeDefaults(cfg *Config, meta toml.MetaData) {
+	for name, r := range cfg.Runtimes {
+		if !meta.IsDefined("runtimes", name) {
+			continue // built in
+		}
+		if !meta.IsDefined("runtimes", name, "kind") {
+			r.Kind = KindKubernetes
+			if name == KindEnroot {
+				r.Kind = KindEnroot
+			}
+		}
+		def := RuntimeDefaults(r.Kind)
+		set := func(key string, apply func()) {
+			if !meta.IsDefined("runtimes", name, key) {
+				apply()
+			}
+		}
+		set("allow_privileged", func() { r.AllowPrivileged = def.AllowPrivileged })
+		set("default_seccomp", func() { r.DefaultSeccomp = def.DefaultSeccomp })
+		set("remap_root_uid", func() { r.RemapRootUID = def.RemapRootUID })
+		set("remap_root_gid", func() { r.RemapRootGID = def.RemapRootGID })
+		set("min_uid", func() { r.MinUID = def.MinUID })
+		cfg.Runtimes[name] = r
+	}
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "2h").
+type Duration struct{ time.Duration }
+
+// UnmarshalText reads a duration string.
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(string(text))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as \"90s\" or \"2h\"", text)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // Load reads the file at path over the defaults. When explicit is false (the path is
 // the default one) a missing file means the built-in defaults.
@@ -193,6 +290,7 @@ func Parse(text, file string) (Config, error) {
 	if cfg.Registries == nil {
 		cfg.Registries = map[string]RegistryHost{}
 	}
+	fillRuntimeDefaults(&cfg, meta)
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", file, err)
 	}
@@ -239,8 +337,21 @@ func (c Config) Validate() error {
 			c.DefaultRuntime, strings.Join(c.RuntimeHandlers(), ", "))
 	}
 	for name, r := range c.Runtimes {
-		if r.RemapRoot && (r.RemapRootUID == 0 || r.RemapRootGID == 0) {
-			bad(fmt.Sprintf("runtimes.%s.remap_root_uid", name), "remap_root needs unprivileged host IDs, not 0 (uid %d, gid %d)", r.RemapRootUID, r.RemapRootGID)
+		key := func(k string) string { return fmt.Sprintf("runtimes.%s.%s", name, k) }
+		oneOf(bad, key("kind"), r.Kind, KindKubernetes, KindEnroot)
+		if r.IsEnroot() {
+			if r.RemapRootUID == 0 || r.RemapRootGID == 0 {
+				bad(key("remap_root_uid"), "a container's root must map to unprivileged host IDs, not 0 (uid %d, gid %d)", r.RemapRootUID, r.RemapRootGID)
+			}
+			if r.AllowPrivileged {
+				bad(key("allow_privileged"), "handlers of kind enroot never run privileged containers; use a handler of kind kubernetes")
+			}
+		} else {
+			for k, set := range map[string]bool{"remap_root": r.RemapRoot, "enroot_config_dir": r.EnrootConfigDir != "", "disable_hooks": r.DisableHooks} {
+				if set {
+					bad(key(k), "applies to handlers of kind enroot only (this one is of kind %s)", r.Kind)
+				}
+			}
 		}
 		if d := r.EnrootConfigDir; d != "" && !filepath.IsAbs(d) {
 			bad(fmt.Sprintf("runtimes.%s.enroot_config_dir", name), "%q must be an absolute path", d)
@@ -251,6 +362,18 @@ func (c Config) Validate() error {
 	}
 	if n := c.Images.MaxConcurrentDownloads; n < 1 || n > 1000 {
 		bad("images.max_concurrent_downloads", "%d is out of range; allowed: 1 to 1000", n)
+	}
+	for k, v := range map[string]int64{"images.max_image_bytes": c.Images.MaxImageBytes, "images.max_entries": c.Images.MaxEntries,
+		"images.min_free_bytes": c.Images.MinFreeBytes, "cgroups.pids_limit": c.Cgroups.PidsLimit} {
+		if v < 0 {
+			bad(k, "%d is negative; allowed: 0 (no limit) or more", v)
+		}
+	}
+	if c.Images.PullTimeout.Duration < 0 {
+		bad("images.pull_timeout", "%s is negative; allowed: 0 (no limit) or more", c.Images.PullTimeout)
+	}
+	if p := c.Enroot.LibraryPath; p != "" && !filepath.IsAbs(p) {
+		bad("enroot.library_path", "%q must be empty or an absolute path", p)
 	}
 	for host, r := range c.Registries {
 		for i, m := range r.Mirrors {
@@ -329,4 +452,21 @@ func (c Config) NVMLHelperPath() string {
 		return "/usr/bin/enroot-cri-nvml"
 	}
 	return filepath.Join(filepath.Dir(exe), "enroot-cri-nvml")
+}
+
+// enrootLibraryDirs are where Enroot's packages and `make install` put its library.
+var enrootLibraryDirs = []string{"/usr/lib/enroot", "/usr/local/lib/enroot", "/usr/lib64/enroot"}
+
+// EnrootLibraryPath is Enroot's library directory: enroot.library_path, else the first
+// install location holding common.sh; empty when Enroot is not installed.
+func (c Config) EnrootLibraryPath() string {
+	if c.Enroot.LibraryPath != "" {
+		return c.Enroot.LibraryPath
+	}
+	for _, d := range enrootLibraryDirs {
+		if _, err := os.Stat(filepath.Join(d, "common.sh")); err == nil {
+			return d
+		}
+	}
+	return ""
 }

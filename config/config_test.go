@@ -35,7 +35,7 @@ driver = "systemd"
 	assert.Equal(t, 3, cfg.Images.MaxConcurrentDownloads)
 	assert.Equal(t, RegistryHost{Mirrors: []string{"http://127.0.0.1:5000"}, Insecure: true}, cfg.Registries["registry.k8s.io"])
 	assert.Equal(t, "systemd", cfg.Cgroups.Driver)
-	assert.Equal(t, []string{"enroot", "gpu"}, cfg.RuntimeHandlers(), "handler tables add to the built-in one")
+	assert.Equal(t, []string{"enroot", "gpu", "kubernetes"}, cfg.RuntimeHandlers(), "handler tables add to the built-in ones")
 	assert.Equal(t, "/var/lib/enroot-cri", cfg.Root, "keys absent from the file keep their defaults")
 }
 
@@ -54,7 +54,13 @@ func TestParseRejects(t *testing.T) {
 		{"bad mirror", "[registries.\"docker.io\"]\nmirrors = [\"ftp://x\"]", []string{`registries."docker.io".mirrors[0]`}},
 		{"mirror with path", "[registries.\"docker.io\"]\nmirrors = [\"http://x/v2/foo\"]", []string{"no path"}},
 		{"public streaming", "[streaming]\naddress = \"0.0.0.0:10010\"", []string{"streaming.address", "loopback"}},
-		{"unknown default runtime", `default_runtime = "kata"`, []string{"default_runtime", "enroot"}},
+		{"unknown default runtime", `default_runtime = "kata"`, []string{"default_runtime", "enroot, kubernetes"}},
+		{"bad kind", "[runtimes.x]\nkind = \"kata\"", []string{"runtimes.x.kind", "kubernetes | enroot"}},
+		{"privileged enroot", "[runtimes.e]\nkind = \"enroot\"\nallow_privileged = true", []string{"runtimes.e.allow_privileged", "never"}},
+		{"root remapped to root", "[runtimes.enroot]\nremap_root_uid = 0", []string{"runtimes.enroot.remap_root_uid", "not 0"}},
+		{"enroot key on kubernetes", "[runtimes.k]\nremap_root = true", []string{"runtimes.k.remap_root", "kind enroot only"}},
+		{"bad duration", "[images]\npull_timeout = \"soon\"", []string{"pull_timeout", "not a duration"}},
+		{"negative bound", "[images]\nmax_entries = -1", []string{"images.max_entries", "negative"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,4 +83,31 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err = Load(missing, true)
 	require.Error(t, err, "an explicitly named file must exist")
 	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// A table gets the defaults of its kind for every key it leaves out.
+func TestRuntimeTableDefaults(t *testing.T) {
+	tests := []struct {
+		name, text, handler string
+		want                Runtime
+	}{
+		{"named enroot without kind", "[runtimes.enroot]\nremap_root = true", "enroot",
+			Runtime{Kind: KindEnroot, DefaultSeccomp: "unconfined", RemapRoot: true, RemapRootUID: 65534, RemapRootGID: 65534, MinUID: 1000}},
+		{"other name without kind", "[runtimes.gpu]\n", "gpu", RuntimeDefaults(KindKubernetes)},
+		{"enroot kind", "[runtimes.slurm]\nkind = \"enroot\"\nmin_uid = 500", "slurm",
+			Runtime{Kind: KindEnroot, DefaultSeccomp: "unconfined", RemapRootUID: 65534, RemapRootGID: 65534, MinUID: 500}},
+		{"kubernetes without privileged", "[runtimes.locked]\nallow_privileged = false", "locked",
+			Runtime{Kind: KindKubernetes, DefaultSeccomp: "unconfined"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse(tt.text, "x.toml")
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, cfg.Runtimes[tt.handler])
+		})
+	}
+	cfg, err := Parse("", "x.toml")
+	require.NoError(t, err)
+	assert.Equal(t, KindKubernetes, cfg.DefaultRuntime, "pods naming no handler get Kubernetes semantics")
+	assert.True(t, cfg.Runtimes[cfg.DefaultRuntime].AllowPrivileged, "system pods may be privileged on the defaults")
 }

@@ -25,7 +25,7 @@ func TestConfigurationDocNamesEveryKey(t *testing.T) {
 	data, err := os.ReadFile("../docs/configuration.md")
 	require.NoError(t, err)
 	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_.<>]+)` \\| `").FindAllStringSubmatch(Reference(), -1) {
-		key := regexp.MustCompile(`^runtimes\.enroot\.`).ReplaceAllString(m[1], "runtimes.<h>.")
+		key := regexp.MustCompile(`^runtimes\.(kubernetes|enroot)\.`).ReplaceAllString(m[1], "runtimes.<h>.")
 		assert.Contains(t, string(data), "`"+key+"`", "docs/configuration.md does not describe %s", key)
 	}
 }

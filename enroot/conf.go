@@ -106,3 +106,51 @@ func unquote(v string) string {
 	}
 	return v
 }
+
+// Version is the Enroot release whose contract (../shared/ENROOT.md) the runtime
+// follows; hooks see it as ENROOT_VERSION.
+const Version = "4.1.2"
+
+// Installation is what Enroot's exported defaults depend on.
+type Installation struct {
+	LibraryPath string // Enroot's library directory (common.sh)
+	SysconfPath string // the configuration directory
+	Home        string // the user's home, for the XDG paths
+	Processors  int
+}
+
+// Exported is the environment Enroot exports to its hooks: the settings, and for each
+// setting they leave out Enroot's default (enroot.in); flags that default to false are
+// unset there and left out here.
+func (s Settings) Exported(in Installation) []string {
+	home := in.Home
+	if home == "" {
+		home = "/"
+	}
+	defaults := map[string]string{
+		"ENROOT_LIBRARY_PATH": in.LibraryPath, "ENROOT_SYSCONF_PATH": in.SysconfPath,
+		"ENROOT_RUNTIME_PATH": "/run/enroot", "ENROOT_CONFIG_PATH": home + "/.config/enroot",
+		"ENROOT_CACHE_PATH": home + "/.cache/enroot", "ENROOT_DATA_PATH": home + "/.local/share/enroot",
+		"ENROOT_TEMP_PATH": "/tmp", "ENROOT_GZIP_PROGRAM": "gzip", "ENROOT_ZSTD_OPTIONS": "-1",
+		"ENROOT_SQUASH_OPTIONS": DefaultSquashOptions, "ENROOT_MAX_PROCESSORS": fmt.Sprint(max(in.Processors, 1)),
+		"ENROOT_MAX_CONNECTIONS": "10", "ENROOT_CONNECT_TIMEOUT": "30", "ENROOT_TRANSFER_TIMEOUT": "0",
+		"ENROOT_TRANSFER_RETRIES": "0", "ENROOT_LOGIN_SHELL": "true", "ENROOT_NATIVE_OVERLAYFS": "true",
+		"ENROOT_VERSION": Version,
+	}
+	out := Settings{}
+	for k, v := range defaults {
+		out[k] = v
+	}
+	for k, v := range s {
+		out[k] = v
+	}
+	out["ENROOT_VERSION"] = Version
+	return out.Env()
+}
+
+// Flag reports whether a flag setting is on (set, and not one of Enroot's negative
+// words, which LoadSettings already unsets).
+func (s Settings) Flag(name string) bool {
+	_, ok := s[name]
+	return ok
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -51,6 +52,9 @@ type MountEntry struct {
 	Create               string   // x-create: "dir", "file", "auto" or ""
 	Move, Detach         bool     // x-move, x-detach
 	NoFail               bool
+	// Pass is the sixth field: Enroot mounts the entries of pass -1 before the hooks
+	// run, the others after.
+	Pass int
 }
 
 // ParseFstab reads fstab lines; ${VAR} in the source and target expand from lookup
@@ -91,6 +95,13 @@ func ParseFstab(r io.Reader, lookup func(string) (string, bool)) ([]MountEntry, 
 					e.Options = append(e.Options, o)
 				}
 			}
+		}
+		if len(f) > 5 {
+			pass, err := strconv.Atoi(f[5])
+			if err != nil {
+				return nil, fmt.Errorf("line %d %q: pass %q is not a number", n, line, f[5])
+			}
+			e.Pass = pass
 		}
 		out = append(out, e)
 	}

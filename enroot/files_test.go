@@ -37,6 +37,7 @@ tmpfs             /tmp            tmpfs  x-create=dir,rw,nosuid,nodev,mode=1777
 ${ENROOT_ROOTFS}/data /data       none   x-create=dir,bind,nofail
 /var/run/x        /run/x          none   x-detach,nofail
 /mnt/a            /mnt/b          none   x-move
+/proc             /proc           none   x-create=dir,rbind,rw   0   -1
 `), lookupFrom(map[string]string{"ENROOT_ROOTFS": "/r"}))
 	require.NoError(t, err)
 	assert.Equal(t, []MountEntry{
@@ -45,6 +46,7 @@ ${ENROOT_ROOTFS}/data /data       none   x-create=dir,bind,nofail
 		{Source: "/r/data", Target: "/data", Type: "none", Options: []string{"bind"}, Create: "dir", NoFail: true},
 		{Source: "/var/run/x", Target: "/run/x", Type: "none", Detach: true, NoFail: true},
 		{Source: "/mnt/a", Target: "/mnt/b", Type: "none", Move: true},
+		{Source: "/proc", Target: "/proc", Type: "none", Options: []string{"rbind", "rw"}, Create: "dir", Pass: -1},
 	}, mounts)
 	_, err = ParseFstab(strings.NewReader("onlyone\n"), lookupFrom(nil))
 	assert.ErrorContains(t, err, "line 1")

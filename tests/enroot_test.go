@@ -30,33 +30,46 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
+// siteDir is a directory for an Enroot configuration or data that a container's user
+// namespace may read, as /etc/enroot is (t.TempDir's parent is root's only).
+func siteDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "enroot-site-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(dir, 0o755))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func TestEnrootConfigurationAndHooks(t *testing.T) {
-	site, failing, data := t.TempDir(), t.TempDir(), t.TempDir()
+	site, failing, data := siteDir(t), siteDir(t), siteDir(t)
 	writeFiles(t, data, map[string]string{"shared.txt": "site data\n", "hooked.txt": "from a hook mount\n"})
 	writeFiles(t, site, map[string]string{
-		"enroot.conf":              "ENROOT_SITE_NAME testsite\n",
+		"enroot.conf":              "ENROOT_SITE_NAME testsite\nENROOT_ROOTFS_WRITABLE yes\n",
 		"environ.d/10-site.env":    "SITE_ENV=from-environ-d\nOVERRIDDEN=by-environ-d\n",
-		"mounts.d/10-system.fstab": "/proc /proc none x-create=dir,bind,rprivate\n", // Enroot's own: the runtime manages /proc
-		"mounts.d/50-data.fstab":   data + " /site-data none x-create=dir,bind,ro\n",
+		"mounts.d/10-system.fstab": "/proc /proc none x-create=dir,bind,rprivate 0 -1\n", // Enroot's own: the runtime manages /proc
+		"mounts.d/50-data.fstab":   data + " /site-data none x-create=dir,bind,ro 0 -1\n",
 		"hooks.d/10-env.sh": fmt.Sprintf(`#!/bin/sh
 set -e
 echo "HOOK_ENV=from-hook-$ENROOT_SITE_NAME-$(grep -c . "$ENROOT_ENVIRON")" >> "$ENROOT_ENVIRON"
+echo "HOOK_PID=$ENROOT_PID" >> "$ENROOT_ENVIRON"
+echo "HOOK_USER=$(id -u):$(awk '{print $2}' /proc/self/uid_map)" >> "$ENROOT_ENVIRON"
 echo "%s/hooked.txt /hooked.txt none x-create=file,bind,ro" >> "$ENROOT_MOUNTS"
 echo 'export RC_LOCAL=sourced' > "$ENROOT_ROOTFS/etc/rc.local"
-echo "$ENROOT_PID" > %s/hook-pid
 test -d "$ENROOT_ROOTFS/bin"
-`, data, data),
+test -f "$ENROOT_ROOTFS/site-data/shared.txt" # mounts.d of pass -1 come before the hooks
+`, data),
 		"hooks.d/20-disabled.sh.off": "#!/bin/sh\nexit 1\n",
 	})
 	writeFiles(t, failing, map[string]string{"hooks.d/50-broken.sh": "#!/bin/sh\necho 'nvidia-container-cli: no GPU here' >&2\nexit 3\n"})
 
-	e := newPodEnvWith(t, fmt.Sprintf("[runtimes.enroot]\nenroot_config_dir = %q\n[runtimes.failing]\nenroot_config_dir = %q\n"+
-		"[runtimes.nohooks]\nenroot_config_dir = %q\ndisable_hooks = true\n", site, failing, site))
+	e := newPodEnvWith(t, fmt.Sprintf("[runtimes.enroot]\nenroot_config_dir = %q\n[runtimes.failing]\nkind = \"enroot\"\nenroot_config_dir = %q\n"+
+		"[runtimes.nohooks]\nkind = \"enroot\"\nenroot_config_dir = %q\ndisable_hooks = true\n", site, failing, site))
 	cfg := e.podConfig("enroot", nil)
-	pod := e.runPod(t, cfg)
+	pod := e.runPodWith(t, cfg, "enroot")
 	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
-		Command: []string{"/bin/sh", "-c", `echo SITE_ENV=$SITE_ENV; echo HOOK_ENV=$HOOK_ENV; echo OVERRIDDEN=$OVERRIDDEN; echo RC_LOCAL=$RC_LOCAL; cat /site-data/shared.txt /hooked.txt; ls /proc | grep -c '^[0-9]'; exec sleep 1000`},
+		Command: []string{"/bin/sh", "-c", `echo SITE_ENV=$SITE_ENV; echo HOOK_ENV=$HOOK_ENV; echo OVERRIDDEN=$OVERRIDDEN; echo RC_LOCAL=$RC_LOCAL; echo HOOK_PID=$HOOK_PID; echo HOOK_USER=$HOOK_USER; cat /site-data/shared.txt /hooked.txt; ls /proc | grep -c '^[0-9]'; exec sleep 1000`},
 		Envs:    []*runtimeapi.KeyValue{{Key: "OVERRIDDEN", Value: []byte("by-cri")}},
 		LogPath: "c.log",
 	})
@@ -68,33 +81,36 @@ test -d "$ENROOT_ROOTFS/bin"
 		"RC_LOCAL=sourced", "site data"} {
 		assert.Contains(t, log, want)
 	}
-	pid, err := os.ReadFile(filepath.Join(data, "hook-pid"))
-	require.NoError(t, err)
-	assert.Regexp(t, `^\d+\n$`, string(pid), "hooks get ENROOT_PID")
+	assert.Regexp(t, `HOOK_PID=\d+\n`, log, "hooks get ENROOT_PID")
+	assert.Contains(t, log, "HOOK_USER=0:65534", "a root pod's hooks run as root of its user namespace, host user nobody")
 
 	resp, err := e.runtime.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/bin/sh", "-c", "echo $HOOK_ENV"}})
 	require.NoError(t, err)
-	assert.Contains(t, string(resp.Stdout), "from-hook-testsite", "exec gets the environment the hooks made")
+	assert.Contains(t, string(resp.Stdout), "from-hook-testsite", "exec gets the environment the hooks made (%s)", resp.Stderr)
 
 	// A failing hook fails the create with its name and output, and leaves nothing.
 	fcfg := e.podConfig("failing", nil)
-	fpod, err := e.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: fcfg, RuntimeHandler: "failing"})
-	require.NoError(t, err)
-	_, err = e.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: fpod.PodSandboxId,
+	fpod := e.runPodWith(t, fcfg, "failing")
+	_, err = e.runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: fpod,
 		SandboxConfig: fcfg, Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
 			Image: &runtimeapi.ImageSpec{Image: e.image}, Command: []string{"true"}}})
 	require.Error(t, err)
 	assert.Equal(t, codes.FailedPrecondition, status.Code(err))
 	assert.ErrorContains(t, err, "enroot hook 50-broken.sh failed")
 	assert.ErrorContains(t, err, "nvidia-container-cli: no GPU here")
-	list, err := e.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: fpod.PodSandboxId}})
+	list, err := e.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: fpod}})
 	require.NoError(t, err)
 	assert.Empty(t, list.Containers)
 
 	// A handler can turn the hooks off.
 	ncfg := e.podConfig("nohooks", nil)
-	npod, err := e.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: ncfg, RuntimeHandler: "nohooks"})
-	require.NoError(t, err)
-	out, _ := e.runWith(t, npod.PodSandboxId, ncfg, "plain", nil, `echo "HOOK_ENV=[$HOOK_ENV] SITE_ENV=$SITE_ENV"`)
+	npod := e.runPodWith(t, ncfg, "nohooks")
+	out, _ := e.runWith(t, npod, ncfg, "plain", nil, `echo "HOOK_ENV=[$HOOK_ENV] SITE_ENV=$SITE_ENV"`)
 	assert.Equal(t, "HOOK_ENV=[] SITE_ENV=from-environ-d", out)
+
+	// The default handler (kind kubernetes) applies no Enroot configuration.
+	kcfg := e.podConfig("kubernetes", nil)
+	kpod := e.runPod(t, kcfg)
+	out, _ = e.runWith(t, kpod, kcfg, "plain", nil, `echo "SITE_ENV=[$SITE_ENV]"; test -e /site-data && echo site-data`)
+	assert.Equal(t, "SITE_ENV=[]", out)
 }

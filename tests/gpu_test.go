@@ -32,6 +32,7 @@ import (
 type gpuEnv struct {
 	*podEnv
 	gpuDir string
+	site   string // the Enroot configuration of the enroot handler
 	inv    mig.Inventory
 }
 
@@ -60,6 +61,11 @@ func newGPUEnvWith(t *testing.T, cgroupConf, gpus string) *gpuEnv {
 		t.Skip("mknod needs root")
 	}
 	dir := t.TempDir()
+	// A container of an Enroot handler binds the device nodes as its user namespace's
+	// root: the fake /dev must be reachable, as the host's is.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		require.NoError(t, os.Chmod(d, 0o755))
+	}
 	dev := filepath.Join(dir, "dev")
 	require.NoError(t, os.MkdirAll(filepath.Join(dev, "nvidia-caps"), 0o755))
 	mknod := func(name string, minor int) {
@@ -88,9 +94,10 @@ func newGPUEnvWith(t *testing.T, cgroupConf, gpus string) *gpuEnv {
 	helper := filepath.Join(dir, "nvml.sh")
 	require.NoError(t, os.WriteFile(helper, []byte("#!/bin/sh\nexec "+nvmlFake+" --fake dgxa100\n"), 0o755))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "cdi"), 0o755))
-	extra := fmt.Sprintf("[gpus]\nnvml_helper = %q\ndev_root = %q\nmig_minors = %q\ncdi_spec_dirs = [%q]\n%s",
-		helper, dev, filepath.Join(dir, "mig-minors"), filepath.Join(dir, "cdi"), gpus)
-	e := &gpuEnv{podEnv: newPodEnvSlurm(t, extra, cgroupConf), gpuDir: dir}
+	site := siteDir(t)
+	extra := fmt.Sprintf("[runtimes.enroot]\nenroot_config_dir = %q\n[gpus]\nnvml_helper = %q\ndev_root = %q\nmig_minors = %q\ncdi_spec_dirs = [%q]\n%s",
+		site, helper, dev, filepath.Join(dir, "mig-minors"), filepath.Join(dir, "cdi"), gpus)
+	e := &gpuEnv{podEnv: newPodEnvSlurm(t, extra, cgroupConf), gpuDir: dir, site: site}
 	out, err := exec.Command(helper).Output()
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(out, &e.inv))
@@ -101,11 +108,20 @@ func newGPUEnvWith(t *testing.T, cgroupConf, gpus string) *gpuEnv {
 // and annotations; it returns the ID or the error.
 func (e *gpuEnv) createGPU(pod string, podCfg *runtimeapi.PodSandboxConfig, name, script string,
 	cdi []string, annotations map[string]string) (string, error) {
+	return e.create2(pod, podCfg, name, script, cdi, nil, annotations)
+}
+
+// create2 is createGPU with environment variables.
+func (e *gpuEnv) create2(pod string, podCfg *runtimeapi.PodSandboxConfig, name, script string,
+	cdi []string, envs []*runtimeapi.KeyValue, annotations ...map[string]string) (string, error) {
 	cfg := &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: e.image},
-		Command: []string{"/bin/sh", "-c", script}, LogPath: name + ".log", Annotations: annotations,
+		Command: []string{"/bin/sh", "-c", script}, LogPath: name + ".log", Envs: envs,
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 			RunAsUser: &runtimeapi.Int64Value{Value: 0}}},
+	}
+	if len(annotations) > 0 {
+		cfg.Annotations = annotations[0]
 	}
 	for _, n := range cdi {
 		cfg.CDIDevices = append(cfg.CDIDevices, &runtimeapi.CDIDevice{Name: "nvidia.com/gpu=" + n})
@@ -245,15 +261,27 @@ func TestGPUDriverFiles(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "3 yes "+gpu+"\nfake libcuda", e.runToExit(t, id))
 
-	// The node's Enroot NVIDIA hook, when there is one, gets the devices instead.
-	hooks := filepath.Join(e.dir, "enroot", "hooks.d")
+	// A pod's environment asks for no GPU: a pod author can set NVIDIA_VISIBLE_DEVICES.
+	id, err = e.create2(pod, cfg, "env", `ls /dev/nvidia4 2>&1; echo "env=$NVIDIA_VISIBLE_DEVICES"`, nil,
+		[]*runtimeapi.KeyValue{{Key: "NVIDIA_VISIBLE_DEVICES", Value: []byte("4")}})
+	require.NoError(t, err)
+	assert.Contains(t, e.runToExit(t, id), "No such file or directory", "no GPU from the environment")
+
+	// The node's Enroot NVIDIA hook, when there is one, gets the devices instead, from
+	// the binding, never from the pod's environment (a pod without GPUs gets void).
+	hooks := filepath.Join(e.site, "hooks.d")
 	require.NoError(t, os.MkdirAll(hooks, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(hooks, "98-nvidia.sh"),
 		[]byte("#!/bin/sh\necho \"hook saw $NVIDIA_VISIBLE_DEVICES\" > \"$ENROOT_ROOTFS/nvidia-hook\"\n"), 0o755))
 	require.NoError(t, os.Remove(filepath.Join(e.gpuDir, "cdi", "nvidia.json")))
-	id, err = e.createGPU(pod, cfg, "hook", `cat /nvidia-hook; echo "cdi=$NVIDIA_CDI"`, []string{e.inv.GPUs[4].UUID}, nil)
+	ecfg := e.podConfig("drv-enroot", nil)
+	epod := e.runPodWith(t, ecfg, "enroot")
+	id, err = e.createGPU(epod, ecfg, "hook", `cat /nvidia-hook; echo "cdi=$NVIDIA_CDI"`, []string{e.inv.GPUs[4].UUID}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "hook saw "+e.inv.GPUs[4].UUID+"\ncdi=", e.runToExit(t, id))
+	id, err = e.create2(epod, ecfg, "nogpu", `cat /nvidia-hook`, nil, []*runtimeapi.KeyValue{{Key: "NVIDIA_VISIBLE_DEVICES", Value: []byte("all")}})
+	require.NoError(t, err)
+	assert.Equal(t, "hook saw void", e.runToExit(t, id))
 }
 
 // fakeKubelet is the kubelet's device plugin registration service on a socket.

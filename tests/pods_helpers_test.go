@@ -94,7 +94,13 @@ func (e *podEnv) podConfig(name string, mutate func(*runtimeapi.PodSandboxConfig
 
 func (e *podEnv) runPod(t *testing.T, cfg *runtimeapi.PodSandboxConfig) string {
 	t.Helper()
-	resp, err := e.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	return e.runPodWith(t, cfg, "")
+}
+
+// runPodWith runs a pod of a runtime handler (empty: the default one).
+func (e *podEnv) runPodWith(t *testing.T, cfg *runtimeapi.PodSandboxConfig, handler string) string {
+	t.Helper()
+	resp, err := e.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: handler})
 	require.NoError(t, err)
 	return resp.PodSandboxId
 }
@@ -176,8 +182,12 @@ func (e *podEnv) removeAllAndCheckLeaks(t *testing.T) {
 	if nat, err := exec.Command("iptables", "-t", "nat", "-S").Output(); err == nil {
 		assert.NotContains(t, string(nat), "CNI-DN-", "hostPort rules left behind")
 	}
-	out, _ := exec.Command("pgrep", "-f", "enroot-cri (shim|pod-holder) "+e.dir).Output()
+	out, _ := exec.Command("pgrep", "-f", "enroot-cri shim "+e.dir).Output()
 	assert.Empty(t, strings.TrimSpace(string(out)), "processes left behind")
+	for _, id := range ids {
+		out, _ := exec.Command("pgrep", "-f", "pod-holder "+id).Output()
+		assert.Empty(t, strings.TrimSpace(string(out)), "PID holder left behind")
+	}
 	for _, d := range []string{"state/pods", "state/containers", "state/images", "root/containers"} {
 		entries, _ := os.ReadDir(filepath.Join(e.dir, d))
 		assert.Empty(t, entries, d)

@@ -73,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return internal(args, container.RunShim, stderr)
 	case "init": // internal: a container's first process, started by its shim
 		// Its stderr is the container's: failures go to the shim, not into the log.
-		return internal(args, container.RunInit, io.Discard)
+		return internalNoArg(args, container.RunInit, io.Discard)
 	case "exec-helper": // internal: the host side of an exec, started by the daemon
 		return internalNoArg(args, container.RunExecHelper, stderr)
 	case "exec-stage": // internal: the in-container side of an exec

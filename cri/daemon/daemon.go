@@ -125,6 +125,9 @@ func openImages(cfg config.Config) (*image.Store, error) {
 		Root: cfg.Root, Hosts: hosts, SquashOptions: squash,
 		MaxConcurrentDownloads: cfg.Images.MaxConcurrentDownloads,
 		UserAgent:              version.RuntimeName + "/" + version.Version,
+		Limits: image.Limits{MaxBytes: cfg.Images.MaxImageBytes, MaxEntries: cfg.Images.MaxEntries,
+			MinFreeBytes: cfg.Images.MinFreeBytes},
+		PullTimeout: cfg.Images.PullTimeout.Duration,
 	})
 }
 

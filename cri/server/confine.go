@@ -34,6 +34,9 @@ func (s *Server) confinement(r *runtimeapi.LinuxContainerResources, privileged b
 		}
 	}
 	res = s.policy.Confine(resources(r), node)
+	if limit := s.cfg.Cgroups.PidsLimit; limit > 0 && res.Pids == nil {
+		res.Pids = &specs.LinuxPids{Limit: &limit}
+	}
 	if devices != nil {
 		res.Devices = cgroups.DeviceRules(privileged, append(devices, s.allowedDevices...))
 	}

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -68,22 +70,11 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	}
 	u.push(func() error { return s.mounts.Release(img.ID) })
 	sc := cfg.GetLinux().GetSecurityContext()
-	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
-		return nil, fmt.Errorf("linux.security_context.run_as_group needs run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
-	}
-	user, err := resolveUser(userRequest{
-		UID: optional(sc.GetRunAsUser()), GID: optional(sc.GetRunAsGroup()), Username: sc.GetRunAsUsername(),
-		Supplemental: sc.GetSupplementalGroups(), ImageUser: img.User, imageRoot: root,
-		Strict: sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict,
-	})
-	if err != nil {
-		return nil, err
-	}
 	volumes, volumeIDs, err := s.imageVolumes(ctx, u, cfg)
 	if err != nil {
 		return nil, err
 	}
-	ccfg, err := s.containerConfig(id, pod, cfg, img, root, user, volumes)
+	ccfg, user, err := s.containerConfig(ctx, id, pod, cfg, img, root, volumes)
 	if err != nil {
 		return nil, err
 	}
@@ -111,14 +102,13 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 		cgroups.RemoveAncestors(cg.Created)
 		return err
 	})
-	pid, err := s.engine.Create(ctx, ccfg)
-	if err != nil {
+	// The shim puts the init in the cgroup before the init does anything, so that
+	// its cgroup namespace and its view of /sys/fs/cgroup are the container's.
+	ccfg.CgroupProcs, ccfg.CgroupView = cgroups.ProcsFiles(cgPath), cgroupView(cgPath)
+	if _, err := s.engine.Create(ctx, ccfg); err != nil {
 		return nil, err
 	}
 	u.push(func() error { return s.engine.Delete(id) })
-	if err := cg.Add(pid); err != nil {
-		return nil, err
-	}
 	rec := &containerRecord{
 		ID: id, PodID: pod.ID, ImageID: img.ID, ImageRef: imageRef(img), State: containerCreated,
 		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, Cpuset: cpuset(res), CpusetAuto: autoCPUs, CgroupParents: cg.Created, StopSignal: img.StopSignal,
@@ -139,7 +129,26 @@ func validateContainer(cfg *runtimeapi.ContainerConfig) error {
 	case cfg.GetImage().GetImage() == "":
 		return fmt.Errorf("config.image.image is empty: %w", errdefs.ErrInvalidArgument)
 	}
-	return nil
+	sc := cfg.GetLinux().GetSecurityContext()
+	for field, v := range map[string]*runtimeapi.Int64Value{"run_as_user": sc.GetRunAsUser(), "run_as_group": sc.GetRunAsGroup()} {
+		if v != nil && (v.GetValue() < 0 || v.GetValue() > 1<<32-2) {
+			return fmt.Errorf("config.linux.security_context.%s %d is not a user or group ID; allowed: 0 to 4294967294: %w", field, v.GetValue(), errdefs.ErrInvalidArgument)
+		}
+	}
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return fmt.Errorf("config.linux.security_context.run_as_group needs run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
+	}
+	for i, g := range sc.GetSupplementalGroups() {
+		if g < 0 || g > 1<<32-2 {
+			return fmt.Errorf("config.linux.security_context.supplemental_groups[%d] %d is not a group ID: %w", i, g, errdefs.ErrInvalidArgument)
+		}
+	}
+	for i, kv := range cfg.GetEnvs() {
+		if kv.GetKey() == "" || strings.ContainsAny(kv.GetKey(), "=\x00") || bytes.Contains(kv.GetValue(), []byte{0}) {
+			return fmt.Errorf("config.envs[%d]: %q is not a variable name (non-empty, no '=' or NUL) or its value holds NUL: %w", i, kv.GetKey(), errdefs.ErrInvalidArgument)
+		}
+	}
+	return validateResources("config.linux.resources", cfg.GetLinux().GetResources())
 }
 
 // checkContainerName refuses a second container with the same name and attempt in a

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,10 +11,12 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/cpulist"
 	"github.com/enroot-cri/enroot-cri/internal/hostdev"
 )
 
@@ -145,6 +148,44 @@ func namespaces(pod *podRecord, cfg *runtimeapi.ContainerConfig) []specs.LinuxNa
 	return ns
 }
 
+// validateResources checks what the kubelet sends for a container's cgroup.
+func validateResources(field string, r *runtimeapi.LinuxContainerResources) error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s.%s: %s: %w", field, key, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+	}
+	switch {
+	case r == nil:
+		return nil
+	case r.GetCpuShares() < 0:
+		return bad("cpu_shares", "%d is negative", r.GetCpuShares())
+	case r.GetCpuPeriod() < 0 || (r.GetCpuPeriod() > 0 && (r.GetCpuPeriod() < 1000 || r.GetCpuPeriod() > 1000000)):
+		return bad("cpu_period", "%d is out of range; allowed: 0 (unset) or 1000 to 1000000 microseconds", r.GetCpuPeriod())
+	case r.GetCpuQuota() < -1 || (r.GetCpuQuota() > 0 && r.GetCpuQuota() < 1000):
+		return bad("cpu_quota", "%d is out of range; allowed: -1 or 0 (no quota) or 1000 microseconds and more", r.GetCpuQuota())
+	case r.GetMemoryLimitInBytes() < 0:
+		return bad("memory_limit_in_bytes", "%d is negative", r.GetMemoryLimitInBytes())
+	case r.GetMemorySwapLimitInBytes() < -1:
+		return bad("memory_swap_limit_in_bytes", "%d is out of range; allowed: -1 (no limit), 0 (unset) or more", r.GetMemorySwapLimitInBytes())
+	case r.GetOomScoreAdj() < -1000 || r.GetOomScoreAdj() > 1000:
+		return bad("oom_score_adj", "%d is out of range; allowed: -1000 to 1000", r.GetOomScoreAdj())
+	}
+	for name, list := range map[string]string{"cpuset_cpus": r.GetCpusetCpus(), "cpuset_mems": r.GetCpusetMems()} {
+		if _, err := cpulist.Parse(list); list != "" && err != nil {
+			return bad(name, "%q is not a CPU list such as \"0-3,7\": %v", list, err)
+		}
+	}
+	return nil
+}
+
+// cgroupView is what a container shows of its cgroup at /sys/fs/cgroup.
+func cgroupView(path string) []container.CgroupDir {
+	var out []container.CgroupDir
+	for _, d := range cgroups.View(path) {
+		out = append(out, container.CgroupDir{Name: d.Name, Source: d.Source, Link: d.Link})
+	}
+	return out
+}
+
 // resources turns the CRI's container resources into cgroup settings.
 func resources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
 	out := &specs.LinuxResources{}
@@ -168,21 +209,22 @@ func resources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
 	return out
 }
 
-// containerConfig is the engine's configuration for a CRI container.
-func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.ContainerConfig, img *image.Image,
-	root string, user identity, volumes []specs.Mount) (*container.Config, error) {
+// containerConfig is the engine's configuration for a CRI container and the identity
+// it runs with, by the kind of the pod's handler.
+func (s *Server) containerConfig(ctx context.Context, id string, pod *podRecord, cfg *runtimeapi.ContainerConfig, img *image.Image,
+	root string, volumes []specs.Mount) (*container.Config, identity, error) {
 	mounts, err := criMounts(cfg)
 	if err != nil {
-		return nil, err
+		return nil, identity{}, err
 	}
 	mounts = append(mounts, volumes...)
 	devices, err := criDevices(cfg)
 	if err != nil {
-		return nil, err
+		return nil, identity{}, err
 	}
 	args := command(cfg, img)
 	if len(args) == 0 {
-		return nil, fmt.Errorf("config.command is empty and image %s has no entrypoint or cmd: %w", img.ID, errdefs.ErrInvalidArgument)
+		return nil, identity{}, fmt.Errorf("config.command is empty and image %s has no entrypoint or cmd: %w", img.ID, errdefs.ErrInvalidArgument)
 	}
 	cwd := cfg.GetWorkingDir()
 	if cwd == "" {
@@ -191,86 +233,93 @@ func (s *Server) containerConfig(id string, pod *podRecord, cfg *runtimeapi.Cont
 	if cwd == "" {
 		cwd = "/"
 	}
-	hostname, _ := os.ReadFile(filepath.Join(pod.Sandbox.Dir, "hostname"))
 	oom := int(cfg.GetLinux().GetResources().GetOomScoreAdj())
-	groups := make([]uint32, len(user.Groups))
-	for i, g := range user.Groups {
-		groups[i] = uint32(g)
-	}
 	spec := specs.Spec{
-		Process: &specs.Process{
-			Terminal: cfg.GetTty(), Args: args, Cwd: cwd, OOMScoreAdj: &oom,
-			Env:  environment(img, strings.TrimSpace(string(hostname)), user.Home),
-			User: specs.User{UID: uint32(user.UID), GID: uint32(user.GID), AdditionalGids: groups},
-		},
-		Root:   &specs.Root{Path: root, Readonly: cfg.GetLinux().GetSecurityContext().GetReadonlyRootfs()},
-		Mounts: append(append(container.DefaultMounts(pod.Sandbox.Shm), podMounts(pod, cfg)...), mounts...),
+		Process: &specs.Process{Terminal: cfg.GetTty(), Args: args, Cwd: cwd, OOMScoreAdj: &oom},
+		Root:    &specs.Root{Path: root, Readonly: cfg.GetLinux().GetSecurityContext().GetReadonlyRootfs()},
+		Mounts:  append(append(container.DefaultMounts(pod.Sandbox.Shm), podMounts(pod, cfg)...), mounts...),
 		Linux: &specs.Linux{
-			Namespaces: namespaces(pod, cfg),
+			Namespaces: append(namespaces(pod, cfg), specs.LinuxNamespace{Type: specs.CgroupNamespace}),
 			Devices:    append(container.DefaultDevices(), devices...),
 		},
-	}
-	if err := s.applySecurity(&spec, pod, cfg); err != nil {
-		return nil, err
-	}
-	uids, gids, remap, err := s.containerUserns(pod)
-	if err != nil {
-		return nil, err
-	}
-	if uids != nil {
-		if cfg.GetLinux().GetSecurityContext().GetPrivileged() {
-			return nil, fmt.Errorf("linux.security_context.privileged: a privileged container cannot run in a pod with its own user namespace: %w", errdefs.ErrInvalidArgument)
-		}
-		applyUserns(&spec, uids, gids)
-	}
-	if remap {
-		// Only root is mapped: the container runs as root, as under enroot start --root.
-		if user.UID != 0 || user.GID != 0 {
-			return nil, fmt.Errorf("linux.security_context: runtime handler %q remaps root (remap_root), so containers run as root only, not as %d:%d: %w",
-				pod.Handler, user.UID, user.GID, errdefs.ErrInvalidArgument)
-		}
-		spec.Process.User = specs.User{}
 	}
 	logPath := ""
 	if dir, rel := pod.config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
 		logPath = filepath.Join(dir, rel)
 	}
-	ec, err := s.enrootConfig(pod.Handler)
-	if err != nil {
-		return nil, err
-	}
-	environ, err := enroot.Environ(ec.Dir, func(k string) (string, bool) {
-		if v, ok := enroot.Lookup(spec.Process.Env, k); ok {
-			return v, true
-		}
-		return os.LookupEnv(k)
-	})
-	if err != nil {
-		return nil, err
-	}
-	spec.Process.Env = enroot.MergeEnv(enroot.MergeEnv(spec.Process.Env, environ), criEnv(cfg))
 	shared := false
 	for _, m := range cfg.GetMounts() {
 		shared = shared || m.GetPropagation() == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
 	}
-	out := &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
-		Volumes: img.Volumes, Enroot: ec, SharedRoot: shared, RemapRoot: remap}
+	out := &container.Config{ID: id, Spec: spec, LogPath: logPath, Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), SharedRoot: shared}
 	for _, d := range cfg.GetDevices() {
 		if d.GetContainerPath() != "" {
 			deviceSource(out, d.GetContainerPath(), d.GetHostPath())
 		}
 	}
-	return out, nil
+	hostname, _ := os.ReadFile(filepath.Join(pod.Sandbox.Dir, "hostname"))
+	base := enroot.MergeEnv([]string{defaultPathEnv, "HOSTNAME=" + strings.TrimSpace(string(hostname))}, img.Env)
+	var user identity
+	if s.cfg.Runtimes[pod.Handler].IsEnroot() {
+		user, err = s.enrootContainer(ctx, out, pod, cfg, img, root, base)
+	} else {
+		user, err = s.kubernetesContainer(out, pod, cfg, img, root, base)
+	}
+	if err != nil {
+		return nil, identity{}, err
+	}
+	return out, user, nil
 }
 
-// enrootConfig is the node's Enroot configuration for a handler's containers.
-func (s *Server) enrootConfig(handler string) (*container.EnrootConfig, error) {
-	dir := s.cfg.EnrootDir(handler)
-	settings, err := enroot.LoadSettings(dir, os.Environ())
+// kubernetesContainer gives a container of a handler of kind kubernetes what
+// containerd and runc give it: the image's user resolved in its own /etc/passwd, the
+// security context as asked, the image's volumes as directories.
+func (s *Server) kubernetesContainer(out *container.Config, pod *podRecord, cfg *runtimeapi.ContainerConfig, img *image.Image,
+	root string, base []string) (identity, error) {
+	user, err := s.criUser(cfg, img, root)
 	if err != nil {
-		return nil, err
+		return identity{}, err
 	}
-	return &container.EnrootConfig{Dir: dir, Settings: settings.Env(), Hooks: !s.cfg.Runtimes[handler].DisableHooks, RCLocal: true}, nil
+	spec := &out.Spec
+	spec.Process.User = specUser(user)
+	spec.Process.Env = base
+	if _, ok := enroot.Lookup(base, "HOME"); !ok {
+		spec.Process.Env = append(spec.Process.Env, "HOME="+user.Home)
+	}
+	spec.Process.Env = enroot.MergeEnv(spec.Process.Env, criEnv(cfg))
+	if err := s.applySecurity(spec, pod, cfg); err != nil {
+		return identity{}, err
+	}
+	uids, gids, err := podUserns(pod.config)
+	if err != nil {
+		return identity{}, err
+	}
+	if uids != nil {
+		if cfg.GetLinux().GetSecurityContext().GetPrivileged() {
+			return identity{}, fmt.Errorf("linux.security_context.privileged: a privileged container cannot run in a pod with its own user namespace: %w", errdefs.ErrInvalidArgument)
+		}
+		applyUserns(spec, uids, gids)
+	}
+	out.Volumes = img.Volumes
+	return user, nil
+}
+
+// criUser resolves the container's user as containerd does.
+func (s *Server) criUser(cfg *runtimeapi.ContainerConfig, img *image.Image, root string) (identity, error) {
+	sc := cfg.GetLinux().GetSecurityContext()
+	return resolveUser(userRequest{
+		UID: optional(sc.GetRunAsUser()), GID: optional(sc.GetRunAsGroup()), Username: sc.GetRunAsUsername(),
+		Supplemental: sc.GetSupplementalGroups(), ImageUser: img.User, imageRoot: root,
+		Strict: sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict,
+	})
+}
+
+func specUser(user identity) specs.User {
+	groups := make([]uint32, len(user.Groups))
+	for i, g := range user.Groups {
+		groups[i] = uint32(g)
+	}
+	return specs.User{UID: uint32(user.UID), GID: uint32(user.GID), AdditionalGids: groups}
 }
 
 func criEnv(cfg *runtimeapi.ContainerConfig) []string {

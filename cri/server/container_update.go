@@ -18,6 +18,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if req.GetLinux() == nil {
 		return nil, fmt.Errorf("linux resources are missing: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := validateResources("linux", req.GetLinux()); err != nil {
+		return nil, err
+	}
 	c, err := s.recs.container(req.GetContainerId())
 	if err != nil {
 		return nil, err

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -31,9 +30,10 @@ const (
 const gpuKind = "nvidia.com/gpu"
 
 // gpuNames are the GPUs a container names: CDI devices of kind nvidia.com/gpu (the
-// kubelet's CDIDevices and the cdi.k8s.io/* annotations), else the
-// NVIDIA_VISIBLE_DEVICES the NVIDIA device plugin's envvar strategy sets.
-func gpuNames(cfg *runtimeapi.ContainerConfig) []string {
+// kubelet's CDIDevices and the cdi.k8s.io/* annotations), else, where the node accepts
+// them (gpus.accept_env_requests), the NVIDIA_VISIBLE_DEVICES the NVIDIA device
+// plugin's envvar strategy sets: a pod author can set that variable too.
+func gpuNames(cfg *runtimeapi.ContainerConfig, acceptEnv bool) []string {
 	var cdiNames []string
 	for _, d := range cfg.GetCDIDevices() {
 		cdiNames = append(cdiNames, d.GetName())
@@ -49,7 +49,7 @@ func gpuNames(cfg *runtimeapi.ContainerConfig) []string {
 			names = append(names, dev)
 		}
 	}
-	if len(names) > 0 {
+	if len(names) > 0 || !acceptEnv {
 		return names
 	}
 	for _, kv := range cfg.GetEnvs() {
@@ -101,7 +101,7 @@ func (s *Server) gpuBinding(u *undo, id string, pod *podRecord, cfg *runtimeapi.
 			devs = append(devs, byUUID[uuid])
 		}
 	default:
-		names := gpuNames(cfg)
+		names := gpuNames(cfg, s.cfg.GPUs.AcceptEnvRequests)
 		if len(names) == 0 {
 			return nil, nil
 		}
@@ -165,6 +165,10 @@ func (s *Server) applyGPUBinding(ccfg *container.Config, b *mig.Binding, cfg *ru
 		deviceSource(ccfg, n.Path, n.HostPath)
 	}
 	spec.Process.Env = enroot.MergeEnv(spec.Process.Env, b.Env)
+	if ec != nil {
+		// The NVIDIA hook takes the GPUs from its own environment first.
+		ec.HookEnv = enroot.MergeEnv(ec.HookEnv, b.Env)
+	}
 	if cfg.GetAnnotations()[AnnotationGPUDriver] == "none" {
 		return nil
 	}
@@ -199,12 +203,11 @@ func (s *Server) enrootDirOf(ec *container.EnrootConfig) string {
 	return ec.Dir
 }
 
-// hasNvidiaHook reports whether the Enroot configuration has NVIDIA's hook
-// (hooks.d/98-nvidia.sh, or any hook named after nvidia).
+// hasNvidiaHook reports whether the Enroot configuration runs NVIDIA's hook
+// (hooks.d/98-nvidia.sh, or any hook named after nvidia): one Enroot runs, executable.
 func hasNvidiaHook(dir string) bool {
-	hooks, _ := filepath.Glob(filepath.Join(dir, "hooks.d", "*nvidia*.sh"))
-	for _, h := range hooks {
-		if st, err := os.Stat(h); err == nil && st.Mode().IsRegular() {
+	for _, h := range enroot.Hooks(dir) {
+		if strings.Contains(filepath.Base(h), "nvidia") {
 			return true
 		}
 	}

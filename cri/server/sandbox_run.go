@@ -18,6 +18,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
+	"github.com/enroot-cri/enroot-cri/internal/sealed"
 )
 
 // RunPodSandbox creates a pod: its namespaces, shared memory, network and DNS files.
@@ -36,14 +37,14 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	uids, _, _ := podUserns(cfg) // validated above
-	ownUserns := uids != nil || s.cfg.Runtimes[handler].RemapRoot
+	ownUserns := uids != nil || s.cfg.Runtimes[handler].IsEnroot()
 	sb, err := sandbox.Create(s.podDir(id), sandbox.Options{
 		Net: !hostNet, UTS: !hostNet, IPC: nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE,
 		// A shared PID namespace would be the host's user namespace's: a container of a
 		// pod with a user namespace could not mount its /proc. Its containers get their
 		// own PID namespaces.
 		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD && !ownUserns,
-		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(), Exe: s.exe,
+		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(), Exe: sealed.Path(s.engine.Sealed),
 	})
 	var serr *sandbox.SysctlError
 	if errors.As(err, &serr) {

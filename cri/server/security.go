@@ -3,10 +3,12 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -106,7 +108,7 @@ func seccompProfile(sc *runtimeapi.LinuxContainerSecurityContext, handlerDefault
 		if !filepath.IsAbs(ref) {
 			return nil, fmt.Errorf("linux.security_context.seccomp.localhost_ref %q must be an absolute path: %w", ref, errdefs.ErrInvalidArgument)
 		}
-		data, err := os.ReadFile(ref)
+		data, err := readProfile(ref)
 		if err != nil {
 			return nil, fmt.Errorf("linux.security_context.seccomp.localhost_ref: %w", errdefs.WithKind(err, errdefs.ErrInvalidArgument))
 		}
@@ -130,13 +132,45 @@ func checkLSM(sc *runtimeapi.LinuxContainerSecurityContext) error {
 		return fmt.Errorf("linux.security_context.apparmor asks for profile %q but AppArmor is not enabled on this node; use Unconfined or RuntimeDefault: %w",
 			aa.GetLocalhostRef()+strings.TrimPrefix(legacy, "localhost/"), errdefs.ErrInvalidArgument)
 	}
+	// Where SELinux is off a label means nothing, and containerd and CRI-O ignore it:
+	// charts and the conformance suite set seLinuxOptions routinely.
 	if o := sc.GetSelinuxOptions(); o.GetUser() != "" || o.GetRole() != "" || o.GetType() != "" || o.GetLevel() != "" {
-		if _, err := os.Stat("/sys/fs/selinux/enforce"); err != nil {
-			return fmt.Errorf("linux.security_context.selinux_options asks for a label but SELinux is not enabled on this node: %w", errdefs.ErrInvalidArgument)
+		if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+			return fmt.Errorf("linux.security_context.selinux_options: this node runs SELinux, and enroot-cri does not apply SELinux labels: %w", errdefs.ErrInvalidArgument)
 		}
-		return fmt.Errorf("linux.security_context.selinux_options: SELinux labels are not supported by enroot-cri: %w", errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// maxProfileBytes bounds a seccomp profile file (Docker's default profile is 20 KB).
+const maxProfileBytes = 1 << 20
+
+// readProfile reads a Localhost seccomp profile: a regular file (a FIFO or device
+// would block or stream), at most maxProfileBytes.
+func readProfile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if st.Size() > maxProfileBytes {
+		return nil, fmt.Errorf("%s is %d bytes; a seccomp profile may have at most %d", path, st.Size(), maxProfileBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxProfileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxProfileBytes {
+		return nil, fmt.Errorf("%s has more than %d bytes", path, maxProfileBytes)
+	}
+	return data, nil
 }
 
 func apparmorEnabled() bool {

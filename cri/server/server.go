@@ -22,6 +22,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
+	"github.com/enroot-cri/enroot-cri/internal/sealed"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -87,6 +88,10 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	bin, err := sealed.Copy(exe)
+	if err != nil {
+		return nil, err
+	}
 	gpus := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
 	if gpus.Unavailable != "" {
 		log.Info("no GPUs", "reason", gpus.Unavailable)
@@ -100,6 +105,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			StateDir: filepath.Join(cfg.State, "containers"),
 			RootDir:  filepath.Join(cfg.Root, "containers"),
 			Exe:      exe,
+			Sealed:   bin,
 		},
 		mounts:  &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")},
 		network: &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")},

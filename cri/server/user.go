@@ -61,6 +61,9 @@ func resolveUser(r userRequest) (identity, error) {
 		}
 		name, id.UID, id.GID, id.Home = e[0], atoi(e[2]), atoi(e[3]), e[5]
 	}
+	if id.UID == 0 && id.Home == "/" && name == "" {
+		id.Home = "/root" // runc's default for root without a passwd entry
+	}
 	if group != "" {
 		gid, err := strconv.ParseInt(group, 10, 64)
 		if err != nil {

@@ -73,16 +73,3 @@ func applyUserns(spec *specs.Spec, uids, gids []specs.LinuxIDMapping) {
 		}
 	}
 }
-
-// containerUserns is the user namespace of a container: the pod's (CRI mode POD), else
-// the handler's remapped root, else none. remap reports the latter.
-func (s *Server) containerUserns(pod *podRecord) (uids, gids []specs.LinuxIDMapping, remap bool, err error) {
-	if uids, gids, err = podUserns(pod.config); err != nil || uids != nil {
-		return uids, gids, false, err
-	}
-	if h := s.cfg.Runtimes[pod.Handler]; h.RemapRoot {
-		return []specs.LinuxIDMapping{{ContainerID: 0, HostID: h.RemapRootUID, Size: 1}},
-			[]specs.LinuxIDMapping{{ContainerID: 0, HostID: h.RemapRootGID, Size: 1}}, true, nil
-	}
-	return nil, nil, false, nil
-}

@@ -115,8 +115,7 @@ func (e *Engine) Attach(ctx context.Context, id string, in io.Reader, out, errw 
 	if _, err := e.running(id); err != nil {
 		return err
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", controlAddress(e.Bundle(id)))
+	conn, err := dialControl(ctx, e.Bundle(id))
 	if err != nil {
 		return fmt.Errorf("reach shim of %s: %w", id, err)
 	}
@@ -175,8 +174,7 @@ func readFrames(r io.Reader, out, errw io.Writer) error {
 
 // control sends one request to the shim and returns its answer's error.
 func (e *Engine) control(ctx context.Context, id, req string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", controlAddress(e.Bundle(id)))
+	conn, err := dialControl(ctx, e.Bundle(id))
 	if err != nil {
 		return fmt.Errorf("reach shim of %s: %w", id, err)
 	}

@@ -11,18 +11,25 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/atomicfile"
 )
 
-// configVersion is the version of the bundle configuration format written today.
-const configVersion = 1
+// environFile, in the bundle, holds the environment the container's command got (after
+// the hooks), as JSON; execs take it.
+const environFile = "environ.json"
 
-// Config is everything the shim and the container's init need, written to the
-// container's bundle directory before the shim starts.
+// configVersion is the version of the bundle configuration format written today.
+const configVersion = 2
+
+// Config is everything the shim and the container's init need. The daemon writes it
+// to the container's bundle (root's, never the container's) before the shim starts; the
+// shim hands the init its own copy through a descriptor. The daemon's copy decides
+// every exec: nothing the container can write is read back.
 type Config struct {
 	Version int    `json:"version"`
 	ID      string `json:"id"`
-	// Spec: Process (args, env, cwd, user, terminal, oom score), Root.Path (the image's
-	// read-only tree), Mounts (in order), Hostname, Linux.Namespaces (a Path means join
-	// that namespace; pid without a Path means a new one; mount is always new) and
-	// Linux.Devices.
+	// Spec: Process (args, env, cwd, user, terminal, oom score, security), Root.Path
+	// (the image's read-only tree), Mounts (in order), Hostname, Linux.Namespaces (a
+	// Path means join that namespace; pid without a Path means a new one; mount is
+	// always new; cgroup without a Path means a new one made just before the command
+	// runs) and Linux.Devices.
 	Spec specs.Spec `json:"spec"`
 	// UpperDir and WorkDir hold the container's writable overlay layer.
 	UpperDir string `json:"upper_dir"`
@@ -39,14 +46,35 @@ type Config struct {
 	// DeviceSources are the host nodes of devices whose container path differs; a
 	// container in a user namespace gets its devices bound from the host.
 	DeviceSources map[string]string `json:"device_sources,omitempty"`
-	// RemapRoot installs Enroot's remapped-root seccomp filter (chown and set*id
-	// succeed without effect).
-	RemapRoot bool `json:"remap_root,omitempty"`
+	// EnrootFilter installs Enroot's seccomp filter (chown and set*id succeed without
+	// effect) before any hook runs, as enroot-nsenter does in a user namespace.
+	EnrootFilter bool `json:"enroot_filter,omitempty"`
+	// PresetGroups says the shim gives the init the supplementary groups
+	// (Spec.Process.User.AdditionalGids) before it enters a user namespace that denies
+	// setgroups, as a Slurm task keeps the user's groups.
+	PresetGroups bool `json:"preset_groups,omitempty"`
+	// CgroupProcs are the cgroup.procs files the shim puts the init in before the init
+	// sets anything up; CgroupView is what it shows at /sys/fs/cgroup.
+	CgroupProcs []string    `json:"cgroup_procs,omitempty"`
+	CgroupView  []CgroupDir `json:"cgroup_view,omitempty"`
+	Stdin       bool        `json:"stdin"`
+	StdinOnce   bool        `json:"stdin_once"`
+
+	// Set by the shim in the init's copy only.
+	// Rootfs is where a container without a user namespace mounts its root.
+	Rootfs string `json:"rootfs,omitempty"`
 	// MountFds are, in a user namespace, the init's descriptors of bind mount sources
-	// by index in Spec.Mounts (the shim opens them).
-	MountFds  map[int]int `json:"mount_fds,omitempty"`
-	Stdin     bool        `json:"stdin"`
-	StdinOnce bool        `json:"stdin_once"`
+	// by index in Spec.Mounts, and ViewFds those of CgroupView (the shim opens them).
+	MountFds map[int]int `json:"mount_fds,omitempty"`
+	ViewFds  map[int]int `json:"view_fds,omitempty"`
+}
+
+// CgroupDir is one directory of a container's /sys/fs/cgroup: Name under it (empty:
+// /sys/fs/cgroup itself), the host directory it shows, or a symlink to a sibling.
+type CgroupDir struct {
+	Name   string `json:"name"`
+	Source string `json:"source,omitempty"`
+	Link   string `json:"link,omitempty"`
 }
 
 func writeConfig(bundle string, cfg *Config) error {
@@ -69,8 +97,8 @@ func readConfig(bundle string) (*Config, error) {
 	return &cfg, nil
 }
 
-// namespacePath returns the path of the namespace of type t to join, whether the
-// spec lists the type, and whether it asks for a new one (listed without a path).
+// namespacePath returns the path of the namespace of type t to join and whether the
+// spec lists the type at all (listed without a path: a new one).
 func namespacePath(spec *specs.Spec, t specs.LinuxNamespaceType) (path string, listed bool) {
 	if spec.Linux == nil {
 		return "", false

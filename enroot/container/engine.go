@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +25,13 @@ type Engine struct {
 	StateDir string // volatile: /run/enroot-cri/containers
 	RootDir  string // persistent: /var/lib/enroot-cri/containers
 	Exe      string // the enroot-cri binary the shims run
+	// Sealed is a sealed in-memory copy of the binary (internal/sealed): what runs in a
+	// container (its init, an exec's stage) runs from it, never from Exe.
+	Sealed *os.File
+
+	nsenterOnce sync.Once
+	nsenterCopy *os.File
+	nsenterErr  error
 }
 
 // Bundle is the directory holding a container's configuration and status.
@@ -73,7 +81,7 @@ func (e *Engine) startShim(ctx context.Context, bundle string) (int, error) {
 	defer logf.Close()
 	cmd := exec.Command(e.Exe, "shim", bundle)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.ExtraFiles = []*os.File{w, e.Sealed}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	err = cmd.Start()

@@ -16,22 +16,21 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
+	"github.com/enroot-cri/enroot-cri/internal/sealed"
 	"github.com/enroot-cri/enroot-cri/internal/testregistry"
 )
 
 // The test binary doubles as enroot-cri for the shim and init it starts.
 func TestMain(m *testing.M) {
-	if len(os.Args) == 3 {
-		switch os.Args[1] {
-		case "shim":
-			if RunShim(os.Args[2]) != nil {
-				os.Exit(1)
-			}
-			os.Exit(0)
-		case "init":
-			_ = RunInit(os.Args[2])
-			os.Exit(127)
+	switch {
+	case len(os.Args) == 3 && os.Args[1] == "shim":
+		if RunShim(os.Args[2]) != nil {
+			os.Exit(1)
 		}
+		os.Exit(0)
+	case len(os.Args) == 2 && os.Args[1] == "init":
+		_ = RunInit()
+		os.Exit(127)
 	}
 	os.Exit(m.Run())
 }
@@ -71,8 +70,11 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, err)
 	exe, err := os.Executable()
 	require.NoError(t, err)
+	bin, err := sealed.Copy(exe)
+	require.NoError(t, err)
+	t.Cleanup(func() { bin.Close() })
 	f := &fixture{
-		engine: &Engine{StateDir: filepath.Join(dir, "state"), RootDir: filepath.Join(dir, "layers"), Exe: exe},
+		engine: &Engine{StateDir: filepath.Join(dir, "state"), RootDir: filepath.Join(dir, "layers"), Exe: exe, Sealed: bin},
 		mounts: &ImageMounts{Dir: filepath.Join(dir, "mnt")},
 		image:  img,
 		dir:    dir,

@@ -20,49 +20,123 @@ import (
 // hookTimeout bounds one Enroot hook.
 const hookTimeout = 2 * time.Minute
 
-// hostPath is the PATH hooks run with: they run before the root switch, on the
-// host's files.
-const hostPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // EnrootConfig applies a node's Enroot configuration to a container as `enroot start`
-// does: mounts.d, hooks.d with Enroot's hook contract, and /etc/rc.local.
+// does: mounts.d, hooks.d with Enroot's hook contract, the image's /etc/fstab and
+// /etc/rc.local, and the login identity.
 type EnrootConfig struct {
-	Dir      string   `json:"dir"`      // the Enroot configuration directory
-	Settings []string `json:"settings"` // ENROOT_* and friends, NAME=value
+	Dir string `json:"dir"` // the Enroot configuration directory
+	// Settings are the ENROOT_* configuration Enroot exports to hooks, its defaults
+	// included (ENROOT_LIBRARY_PATH among them), NAME=value.
+	Settings []string `json:"settings"`
+	// HookEnv is the rest of a hook's environment, decided by the node and the
+	// runtime, never by the pod: the user's HOME, USER, LOGNAME and SHELL from the
+	// host's user database, a host PATH that finds Enroot's helpers, and the
+	// variables the runtime decides (NVIDIA_VISIBLE_DEVICES from the GPU binding).
+	HookEnv []string `json:"hook_env"`
+	// Identity are HOME, USER, LOGNAME and SHELL the command gets where neither the
+	// image, the pod nor a hook sets them (enroot-switchroot's login).
+	Identity []string `json:"identity,omitempty"`
 	Hooks    bool     `json:"hooks"`    // run hooks.d/*.sh
 	RCLocal  bool     `json:"rc_local"` // source the image's /etc/rc.local before the command
+	Fstab    bool     `json:"fstab"`    // mount the image's /etc/fstab (its volumes)
 }
 
 // managedTargets are set up by the runtime itself; mounts.d entries for them (Enroot's
 // shipped 10-system.fstab binds the host's /proc, for one) are skipped, since a pod's
-// container has its own PID namespace and pod files.
+// container has its own PID namespace and pod files (docs/parity.md).
 var managedTargets = map[string]bool{"/proc": true, "/sys": true, "/dev": true, "/dev/pts": true,
 	"/dev/shm": true, "/dev/mqueue": true, "/etc/hosts": true, "/etc/hostname": true, "/etc/resolv.conf": true}
 
-// applyEnroot mounts mounts.d, runs the hooks and applies what they appended to
-// $ENROOT_MOUNTS and $ENROOT_ENVIRON; it returns the container's environment.
-func applyEnroot(rootfd int, rootfs, bundle string, cfg *EnrootConfig, env []string) ([]string, error) {
-	known := append(append([]string{"ENROOT_ROOTFS=" + rootfs}, cfg.Settings...), env...)
-	lookup := func(name string) (string, bool) { return enroot.Lookup(known, name) }
-	for _, f := range enroot.DropIns(cfg.Dir, "mounts.d", ".fstab") {
-		entries, err := readFstab(f, lookup)
+// enrootRun is one container's application of its Enroot configuration.
+type enrootRun struct {
+	rootfd        int
+	rootfs, stage string
+	cfg           *EnrootConfig
+	lookup        func(string) (string, bool) // for ${VAR} in fstab files: node values only
+}
+
+// applyEnroot mounts mounts.d, runs the hooks, applies what they appended to
+// $ENROOT_MOUNTS and $ENROOT_ENVIRON and the image's /etc/fstab, and returns the
+// container's environment. stage is a private directory for the hooks' files.
+func applyEnroot(rootfd int, rootfs, stage string, cfg *EnrootConfig, env []string) ([]string, error) {
+	known := append(append([]string{"ENROOT_ROOTFS=" + rootfs}, cfg.Settings...), cfg.HookEnv...)
+	r := &enrootRun{rootfd: rootfd, rootfs: rootfs, stage: stage, cfg: cfg,
+		lookup: func(name string) (string, bool) { return enroot.Lookup(known, name) }}
+	site, err := r.siteMounts()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.mount(site, true, "mounts.d"); err != nil {
+		return nil, err
+	}
+	if cfg.Hooks {
+		if env, err = r.runHooks(env); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.mount(site, false, "mounts.d"); err != nil {
+		return nil, err
+	}
+	if cfg.Fstab {
+		if err := r.imageFstab(); err != nil {
+			return nil, err
+		}
+	}
+	for _, kv := range cfg.Identity {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, ok := enroot.Lookup(env, name); !ok {
+			env = append(env, kv)
+		}
+	}
+	return env, nil
+}
+
+// siteMounts reads mounts.d, less the targets the runtime manages.
+func (r *enrootRun) siteMounts() ([]enroot.MountEntry, error) {
+	var out []enroot.MountEntry
+	for _, f := range enroot.DropIns(r.cfg.Dir, "mounts.d", ".fstab") {
+		entries, err := readFstab(f, r.lookup)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
-			if managedTargets[filepath.Clean(e.Target)] {
-				continue
-			}
-			if err := applyMountEntry(rootfd, rootfs, e); err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
+			if !managedTargets[filepath.Clean(strings.TrimPrefix(e.Target, r.rootfs))] {
+				out = append(out, e)
 			}
 		}
 	}
-	if !cfg.Hooks {
-		return env, nil
+	return out, nil
+}
+
+// mount applies the entries of pass -1 (early) or the others, as Enroot does before
+// and after its hooks.
+func (r *enrootRun) mount(entries []enroot.MountEntry, early bool, from string) error {
+	for _, e := range entries {
+		if (e.Pass == -1) != early {
+			continue
+		}
+		if err := applyMountEntry(r.rootfd, r.rootfs, e); err != nil {
+			return fmt.Errorf("%s: %w", from, err)
+		}
 	}
-	environ, mounts := filepath.Join(bundle, "environ"), filepath.Join(bundle, "mounts")
-	if err := os.WriteFile(environ, []byte(strings.Join(env, "\n")+"\n"), 0o600); err != nil {
+	return nil
+}
+
+// runHooks runs hooks.d with Enroot's contract, then mounts what they appended to
+// $ENROOT_MOUNTS and returns the environment with what they appended to
+// $ENROOT_ENVIRON. The hooks run as this process does: inside the container's user
+// namespace, as its user, with Enroot's seccomp filter.
+func (r *enrootRun) runHooks(env []string) ([]string, error) {
+	environ, mounts := filepath.Join(r.stage, "environment"), filepath.Join(r.stage, "fstab")
+	tmp := filepath.Join(r.stage, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("create hook temporary directory: %w", err)
+	}
+	// Enroot's environment file has one NAME=value per line: a value with a newline
+	// cannot travel through it (it would become variables of its own). Such values
+	// stay aside and come back unchanged.
+	kept, aside := splitMultiline(env)
+	if err := os.WriteFile(environ, []byte(strings.Join(kept, "\n")+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write hook environment: %w", err)
 	}
 	if err := os.WriteFile(mounts, nil, 0o600); err != nil {
@@ -72,19 +146,20 @@ func applyEnroot(rootfd int, rootfs, bundle string, cfg *EnrootConfig, env []str
 	if err != nil {
 		return nil, fmt.Errorf("find own pid: %w", err)
 	}
-	hookEnv := append(append(append([]string{}, env...), cfg.Settings...),
-		"ENROOT_ROOTFS="+rootfs, "ENROOT_PID="+pid, "ENROOT_ENVIRON="+environ, "ENROOT_MOUNTS="+mounts, hostPath)
-	for _, hook := range enroot.Hooks(cfg.Dir) {
+	hookEnv := enroot.MergeEnv(enroot.MergeEnv(r.cfg.Settings, r.cfg.HookEnv), []string{
+		"ENROOT_ROOTFS=" + r.rootfs, "ENROOT_PID=" + pid, "ENROOT_ENVIRON=" + environ, "ENROOT_MOUNTS=" + mounts,
+		"ENROOT_RUNTIME_PATH=" + r.stage, "TMPDIR=" + tmp})
+	for _, hook := range enroot.Hooks(r.cfg.Dir) {
 		if err := runHook(hook, hookEnv); err != nil {
 			return nil, err
 		}
 	}
-	entries, err := readFstab(mounts, lookup)
+	entries, err := readFstab(mounts, r.lookup)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range entries {
-		if err := applyMountEntry(rootfd, rootfs, e); err != nil {
+		if err := applyMountEntry(r.rootfd, r.rootfs, e); err != nil {
 			return nil, fmt.Errorf("$ENROOT_MOUNTS: %w", err)
 		}
 	}
@@ -93,11 +168,73 @@ func applyEnroot(rootfd int, rootfs, bundle string, cfg *EnrootConfig, env []str
 		return nil, fmt.Errorf("read hook environment: %w", err)
 	}
 	defer f.Close()
-	appended, err := enroot.ParseEnviron(f, func(string) (string, bool) { return "", false })
+	back, err := enroot.ParseEnviron(f, func(string) (string, bool) { return "", false })
 	if err != nil {
 		return nil, fmt.Errorf("read hook environment: %w", err)
 	}
-	return enroot.MergeEnv(nil, appended), nil
+	return enroot.MergeEnv(back, aside), nil
+}
+
+// splitMultiline separates the variables whose values hold a newline.
+func splitMultiline(env []string) (kept, aside []string) {
+	for _, kv := range env {
+		if strings.ContainsAny(kv, "\n\r") {
+			aside = append(aside, kv)
+		} else {
+			kept = append(kept, kv)
+		}
+	}
+	return kept, aside
+}
+
+// imageFstab mounts the image's /etc/fstab, as Enroot's import writes it for the
+// image's volumes (`${ENROOT_ROOTFS}/VOL VOL none x-create=dir,bind,…`). The file is
+// the image author's: only binds of the image's own paths and tmpfs are allowed, and
+// sources resolve inside the root.
+func (r *enrootRun) imageFstab() error {
+	data, err := inroot.ReadFile(r.rootfs, "/etc/fstab")
+	if err != nil {
+		return nil // no fstab
+	}
+	lookup := func(name string) (string, bool) {
+		if name == "ENROOT_ROOTFS" {
+			return r.rootfs, true
+		}
+		return "", false
+	}
+	entries, err := enroot.ParseFstab(bytes.NewReader(data), lookup)
+	if err != nil {
+		return fmt.Errorf("image /etc/fstab: %w", err)
+	}
+	for _, e := range entries {
+		if err := r.imageMount(e); err != nil {
+			return fmt.Errorf("image /etc/fstab: %s %s: %w", e.Source, e.Target, err)
+		}
+	}
+	return nil
+}
+
+func (r *enrootRun) imageMount(e enroot.MountEntry) error {
+	if e.Type == "tmpfs" && !e.Move && !e.Detach {
+		return applyMountEntry(r.rootfd, r.rootfs, e)
+	}
+	rel, inside := strings.CutPrefix(e.Source, r.rootfs+"/")
+	if !inside || (e.Type != "none" && e.Type != "bind") || e.Move || e.Detach {
+		return fmt.Errorf("an image may bind only its own paths (${ENROOT_ROOTFS}/…) or mount tmpfs")
+	}
+	if err := createTarget(r.rootfd, strings.TrimPrefix(e.Target, r.rootfs), e); err != nil && !e.NoFail {
+		return err
+	}
+	src, err := inroot.OpenPath(r.rootfd, rel)
+	if err != nil {
+		if e.NoFail {
+			return nil
+		}
+		return err
+	}
+	defer unix.Close(src)
+	e.Source = inroot.ProcPath(src)
+	return applyMountEntry(r.rootfd, r.rootfs, e)
 }
 
 func readFstab(path string, lookup func(string) (string, bool)) ([]enroot.MountEntry, error) {
@@ -119,6 +256,7 @@ func runHook(hook string, env []string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hook)
 	cmd.Env = env
+	cmd.Dir = "/"
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

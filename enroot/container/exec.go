@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +18,18 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/sealed"
 )
 
-// execSpecEnv carries the process description from the daemon to the exec stage that
-// runs inside the container.
-const execSpecEnv = "ENROOT_CRI_EXEC"
+// Descriptors of the exec helper and stage: the sealed binary (the stage runs from
+// it inside the container) and the exec's description, JSON in an anonymous file
+// (an environment variable would limit its size).
+const (
+	execBinaryFd  = 3
+	execSpecFd    = 4
+	execNsenterFd = 5 // a sealed copy of util-linux's nsenter
+)
 
 // TerminalSize is a terminal's width and height in characters.
 type TerminalSize struct{ Width, Height uint16 }
@@ -41,8 +47,10 @@ type ExecOptions struct {
 	CgroupProcs []string
 }
 
-// execSpec is what the in-container stage applies before it executes the command: the
-// container's own user, groups, working directory and environment.
+// execSpec is what the exec helper and stage apply: the container's cgroup and
+// namespaces, its user, groups, working directory, environment and security. The
+// daemon builds it from its own record of the container, never from a file the
+// container can write.
 type execSpec struct {
 	Args   []string   `json:"args"`
 	Env    []string   `json:"env"`
@@ -53,9 +61,15 @@ type execSpec struct {
 	Ns     []string   `json:"ns"` // nsenter flags for the namespaces to enter
 	// Security is the container's: an exec never has more privilege than it.
 	Security processSecurity `json:"security"`
-	// Nsenter is util-linux\'s nsenter, found on the daemon\'s PATH.
-	Nsenter string       `json:"nsenter"`
-	Linux   *specs.Linux `json:"-"`
+	// EnrootFilter is Enroot's seccomp filter, which the container's processes have.
+	EnrootFilter bool `json:"enroot_filter,omitempty"`
+	// PresetGroups: the helper sets Groups before it enters the user namespace, which
+	// denies setgroups (as the container's init got them). AsUser: nsenter itself
+	// takes the user's IDs (the namespace maps only that user, so the stage runs
+	// without capabilities).
+	PresetGroups bool     `json:"preset_groups,omitempty"`
+	Groups       []uint32 `json:"groups,omitempty"`
+	AsUser       bool     `json:"as_user,omitempty"`
 }
 
 // Exec runs a process in a running container, with the container's namespaces,
@@ -69,41 +83,92 @@ func (e *Engine) Exec(ctx context.Context, id string, opts ExecOptions) (int, er
 	if len(opts.Args) == 0 {
 		return 0, fmt.Errorf("cmd is empty: %w", errdefs.ErrInvalidArgument)
 	}
-	cfg, err := readConfig(e.Bundle(id))
+	spec, err := e.execSpec(id, st.InitPid, opts)
 	if err != nil {
 		return 0, err
 	}
-	nsenter, err := exec.LookPath("nsenter")
+	nsenter, err := e.nsenter()
 	if err != nil {
-		return 0, fmt.Errorf("exec needs nsenter from util-linux: %w", errdefs.WithKind(err, errdefs.ErrFailedPrecondition))
+		return 0, err
 	}
-	env := cfg.Spec.Process.Env
-	if f, err := os.Open(filepath.Join(e.Bundle(id), "environ")); err == nil {
-		// The hooks' final word on the environment.
-		env, err = enroot.ParseEnviron(f, func(string) (string, bool) { return "", false })
-		f.Close()
-		if err != nil {
-			return 0, fmt.Errorf("read container environment: %w", err)
-		}
-	}
-	spec := execSpec{Nsenter: nsenter, Security: securityOf(&cfg.Spec),
-		Args: opts.Args, Env: env, Cwd: cfg.Spec.Process.Cwd, User: cfg.Spec.Process.User,
-		Target: st.InitPid, Procs: opts.CgroupProcs, Ns: nsenterFlags(&cfg.Spec),
-	}
-	data, err := json.Marshal(spec)
+	specFile, err := specFile(spec)
 	if err != nil {
-		return 0, fmt.Errorf("encode exec: %w", err)
+		return 0, err
 	}
-	exe, err := os.Open(e.Exe) // run inside the container through /proc/self/fd/3
-	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", e.Exe, err)
-	}
-	defer exe.Close()
-	cmd := exec.Command(e.Exe, "exec-helper")
-	cmd.Env = []string{execSpecEnv + "=" + string(data)}
-	cmd.ExtraFiles = []*os.File{exe}
+	defer specFile.Close()
+	cmd := exec.Command(sealed.Path(e.Sealed), "exec-helper")
+	cmd.Env = []string{}
+	cmd.ExtraFiles = []*os.File{e.Sealed, specFile, nsenter}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	return runExec(ctx, cmd, opts)
+}
+
+// nsenter returns a sealed copy of util-linux's nsenter, made once: its child runs in
+// the container's PID namespace before it becomes the exec stage, and the container
+// must not reach the host's binary through /proc/PID/exe (CVE-2019-5736).
+func (e *Engine) nsenter() (*os.File, error) {
+	e.nsenterOnce.Do(func() {
+		path, err := exec.LookPath("nsenter")
+		if err != nil {
+			e.nsenterErr = fmt.Errorf("exec needs nsenter from util-linux: %w", errdefs.WithKind(err, errdefs.ErrFailedPrecondition))
+			return
+		}
+		e.nsenterCopy, e.nsenterErr = sealed.Copy(path)
+	})
+	return e.nsenterCopy, e.nsenterErr
+}
+
+// execSpec describes an exec from the container's configuration in its bundle, which
+// only the daemon and the shim write.
+func (e *Engine) execSpec(id string, target int, opts ExecOptions) (*execSpec, error) {
+	cfg, err := readConfig(e.Bundle(id))
+	if err != nil {
+		return nil, err
+	}
+	env := cfg.Spec.Process.Env
+	if data, err := os.ReadFile(filepath.Join(e.Bundle(id), environFile)); err == nil {
+		// What the command started with, the hooks' additions included.
+		if err := json.Unmarshal(data, &env); err != nil {
+			return nil, fmt.Errorf("read container environment: %w", err)
+		}
+	}
+	spec := &execSpec{Security: securityOf(&cfg.Spec), EnrootFilter: cfg.EnrootFilter,
+		Args: opts.Args, Env: env, Cwd: cfg.Spec.Process.Cwd, User: cfg.Spec.Process.User,
+		Target: target, Procs: opts.CgroupProcs, Ns: nsenterFlags(&cfg.Spec),
+	}
+	if cfg.PresetGroups {
+		spec.PresetGroups, spec.AsUser = true, spec.User.UID != 0
+		spec.Groups = append([]uint32{}, spec.User.AdditionalGids...)
+	}
+	return spec, nil
+}
+
+// specFile writes spec to an anonymous file for the helper and the stage.
+func specFile(spec *execSpec) (*os.File, error) {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode exec: %w", err)
+	}
+	fd, err := unix.MemfdCreate("exec", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("create exec description: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "exec")
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write exec description: %w", err)
+	}
+	return f, nil
+}
+
+// readExecSpec reads the exec's description from its descriptor.
+func readExecSpec() (*execSpec, error) {
+	f := os.NewFile(execSpecFd, "exec")
+	var spec execSpec
+	if err := json.NewDecoder(io.NewSectionReader(f, 0, math.MaxInt64)).Decode(&spec); err != nil {
+		return nil, fmt.Errorf("decode exec: %w", err)
+	}
+	return &spec, nil
 }
 
 // nsenterFlags lists the nsenter options for the namespaces the container has of its
@@ -189,12 +254,12 @@ func resizeLoop(master *os.File, sizes <-chan TerminalSize) {
 
 // RunExecHelper is `enroot-cri exec-helper`, started by the daemon on the host: it
 // moves itself into the container's cgroup, then becomes nsenter, which enters the
-// container's namespaces and root and runs the exec stage from the daemon's binary
+// container's namespaces and root and runs the exec stage from the sealed binary
 // (descriptor 3) inside them.
 func RunExecHelper() error {
-	var spec execSpec
-	if err := json.Unmarshal([]byte(os.Getenv(execSpecEnv)), &spec); err != nil {
-		return fmt.Errorf("decode exec: %w", err)
+	spec, err := readExecSpec()
+	if err != nil {
+		return err
 	}
 	self := []byte(strconv.Itoa(os.Getpid()))
 	for _, procs := range spec.Procs {
@@ -203,39 +268,60 @@ func RunExecHelper() error {
 		}
 	}
 	args := append([]string{"nsenter", "--target", strconv.Itoa(spec.Target)}, spec.Ns...)
-	args = append(args, "--root", "--wd", "--", "/proc/self/fd/3", "exec-stage")
-	return unix.Exec(spec.Nsenter, args, os.Environ())
+	args = append(args, "--root", "--wd")
+	if spec.PresetGroups {
+		groups := make([]int, len(spec.Groups))
+		for i, g := range spec.Groups {
+			groups[i] = int(g)
+		}
+		// Kept in a namespace that denies setgroups, as the container's init has them.
+		if err := syscall.Setgroups(groups); err != nil {
+			return fmt.Errorf("set supplementary groups: %w", err)
+		}
+	}
+	if spec.AsUser {
+		args = append(args, "--setuid", strconv.Itoa(int(spec.User.UID)), "--setgid", strconv.Itoa(int(spec.User.GID)))
+	}
+	args = append(args, "--", fmt.Sprintf("/proc/self/fd/%d", execBinaryFd), "exec-stage")
+	return unix.Exec(fmt.Sprintf("/proc/self/fd/%d", execNsenterFd), args, []string{})
 }
 
-// RunExecStage is `enroot-cri exec-stage`, running inside the container: it takes the
-// container's user, groups, working directory and environment, and executes the command.
+// RunExecStage is `enroot-cri exec-stage`, running inside the container from the
+// sealed binary: it takes the container's user, groups, working directory, environment
+// and security, and executes the command.
 func RunExecStage() error {
-	var spec execSpec
-	if err := json.Unmarshal([]byte(os.Getenv(execSpecEnv)), &spec); err != nil {
-		return fmt.Errorf("decode exec: %w", err)
+	spec, err := readExecSpec()
+	if err != nil {
+		return err
 	}
-	unix.CloseOnExec(3)
+	unix.Close(execSpecFd)
 	runtime.LockOSThread() // privileges are per thread; this one executes the command
+	if err := joinNewSessionKeyring(); err != nil {
+		return err
+	}
+	if spec.EnrootFilter {
+		if spec.AsUser { // no capabilities: loading a filter needs no_new_privs
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				return fmt.Errorf("set no_new_privs: %w", err)
+			}
+		}
+		if err := loadEnrootFilter(); err != nil {
+			return err
+		}
+	}
 	path, err := lookPath(spec.Args, spec.Env)
 	if err != nil {
 		return err
 	}
-	if err := spec.Security.applyBeforeUser(); err != nil {
+	if !spec.AsUser {
+		if err := becomeUser(spec.Security, spec.User, spec.PresetGroups); err != nil {
+			return err
+		}
+	}
+	if err := enterWorkingDir(spec.Cwd); err != nil {
 		return err
 	}
-	if err := setUser(spec.User); err != nil {
-		return err
-	}
-	if err := spec.Security.applyAfterUser(); err != nil {
-		return err
-	}
-	if err := os.Chdir(spec.Cwd); err != nil {
-		return fmt.Errorf("enter working directory %s: %w", spec.Cwd, err)
-	}
-	if err := spec.Security.applyLast(); err != nil {
-		return err
-	}
-	return unix.Exec(path, spec.Args, spec.Env)
+	return execute(spec.Security, path, spec.Args, spec.Env)
 }
 
 // waitGroupGone waits (up to 5 s) until no process of process group pgid is left, so

@@ -1,9 +1,11 @@
 package container
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,50 +19,58 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/inroot"
 )
 
-// Descriptors the shim hands the container's init.
+// Descriptors the shim hands the container's init (see docs/internals.md).
 const (
-	initSyncFd  = 3 // init writes "ready\n" or "error: …\n"; closes on exec
-	initStartFd = 4 // init reads one byte: start now
-	// With a user namespace: the bundle directory, and the ID-mapped root to attach.
-	initBundleFd = 5
-	initRootFd   = 6
+	initSyncFd   = 3 // init writes "ready ENV\n" (ENV: the final environment, JSON) or "error: …\n"; closes on exec
+	initStartFd  = 4 // init reads one byte: it is in its cgroup, go on; then another: start now
+	initConfigFd = 5 // the init's Config, JSON
+	initRootFd   = 6 // with a user namespace: the ID-mapped root to attach; mount sources follow
 )
 
 // defaultPath is the PATH used to find the command when the container sets none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// RunInit is `enroot-cri init BUNDLE`: the container's first process. The shim starts
-// it in a new mount namespace (and PID namespace, or the pod's), already inside the
-// pod's network, IPC and UTS namespaces. It builds the root filesystem, reports ready,
-// waits for the start signal and executes the command. It returns only on failure.
-func RunInit(bundle string) error {
-	// Capabilities, the bounding set, no_new_privs and seccomp are per thread: all of
-	// them are set on this thread, which then executes the command.
+// RunInit is `enroot-cri init`: the container's first process, run from a sealed copy
+// of the binary. The shim starts it in a new mount namespace (and PID namespace, or the
+// pod's, and a user namespace where asked), already inside the pod's network, IPC and
+// UTS namespaces. It builds the root filesystem, reports ready, waits for the start
+// signal and executes the command. It returns only on failure.
+func RunInit() error {
+	// Capabilities, the bounding set, no_new_privs, seccomp, namespaces made with
+	// unshare and the session keyring are per thread: all of them are set on this
+	// thread, which then executes the command.
 	runtime.LockOSThread()
 	sync := os.NewFile(initSyncFd, "sync")
-	if strings.HasPrefix(bundle, "/proc/self/fd/") {
-		// In a user namespace the bundle is a descriptor; hooks, our children, reach it
-		// through this process (the host's /proc is still mounted here).
-		if self, err := os.Readlink("/proc/self"); err == nil {
-			bundle = "/proc/" + self + strings.TrimPrefix(bundle, "/proc/self")
-		}
-	}
-	err := prepareAndWait(bundle, sync)
+	err := prepareAndWait(sync)
 	// Only reached on failure: tell the shim why.
 	fmt.Fprintf(sync, "error: %v\n", err)
 	return err
 }
 
-func prepareAndWait(bundle string, sync *os.File) error {
+func prepareAndWait(sync *os.File) error {
 	// The sync pipe closes when exec succeeds: that is how the shim learns it did.
 	unix.CloseOnExec(initSyncFd)
-	unix.CloseOnExec(initBundleFd) // in a user namespace, the bundle: never the command's
-	cfg, err := readConfig(bundle)
+	cfg, err := readInitConfig()
 	if err != nil {
 		return err
 	}
+	start := os.NewFile(initStartFd, "start")
+	if _, err := io.ReadFull(start, make([]byte, 1)); err != nil {
+		return fmt.Errorf("wait for the container's cgroup: %w", err)
+	}
+	if err := joinNewSessionKeyring(); err != nil {
+		return err
+	}
+	if cfg.EnrootFilter {
+		if err := loadEnrootFilter(); err != nil {
+			return err
+		}
+	}
 	spec := &cfg.Spec
-	if err := setupRootfs(bundle, cfg); err != nil {
+	if err := setupRootfs(cfg); err != nil {
+		return err
+	}
+	if err := unshareCgroup(spec); err != nil {
 		return err
 	}
 	if err := setOOMScore(spec.Process.OOMScoreAdj); err != nil {
@@ -77,43 +87,106 @@ func prepareAndWait(bundle string, sync *os.File) error {
 		return fmt.Errorf("create working directory %s: %w", spec.Process.Cwd, err)
 	}
 	sec := securityOf(spec)
-	if cfg.RemapRoot {
-		if err := loadRemapRootFilter(); err != nil {
-			return err
-		}
-	}
-	if err := sec.applyBeforeUser(); err != nil {
+	if err := becomeUser(sec, spec.Process.User, cfg.PresetGroups); err != nil {
 		return err
 	}
-	if err := setUser(spec.Process.User); err != nil {
+	if err := enterWorkingDir(spec.Process.Cwd); err != nil {
 		return err
 	}
-	if err := sec.applyAfterUser(); err != nil {
-		return err
+	env, err := json.Marshal(spec.Process.Env)
+	if err != nil {
+		return fmt.Errorf("encode environment: %w", err)
 	}
-	if err := os.Chdir(spec.Process.Cwd); err != nil {
-		return fmt.Errorf("enter working directory %s: %w", spec.Process.Cwd, err)
-	}
-	if _, err := sync.WriteString("ready\n"); err != nil {
+	if _, err := sync.WriteString("ready " + string(env) + "\n"); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
-	start := os.NewFile(initStartFd, "start")
 	if _, err := io.ReadFull(start, make([]byte, 1)); err != nil {
 		return fmt.Errorf("wait for start: %w", err)
 	}
 	start.Close()
-	if err := sec.applyLast(); err != nil {
+	return execute(sec, path, spec.Process.Args, spec.Process.Env)
+}
+
+// readInitConfig reads the configuration the shim handed over and closes it.
+func readInitConfig() (*Config, error) {
+	f := os.NewFile(initConfigFd, "config")
+	defer f.Close()
+	var cfg Config
+	if err := json.NewDecoder(f).Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("read container configuration: %w", err)
+	}
+	if cfg.Version != configVersion {
+		return nil, fmt.Errorf("container configuration version %d; this binary reads %d", cfg.Version, configVersion)
+	}
+	return &cfg, nil
+}
+
+// becomeUser drops to the process's user with the capabilities the spec gives it.
+func becomeUser(sec processSecurity, u specs.User, presetGroups bool) error {
+	if err := sec.applyBeforeUser(); err != nil {
 		return err
 	}
-	if err := unix.Exec(path, spec.Process.Args, spec.Process.Env); err != nil {
-		return fmt.Errorf("exec %s: %w", spec.Process.Args[0], err)
+	if err := setUser(u, presetGroups); err != nil {
+		return err
+	}
+	return sec.applyAfterUser()
+}
+
+// enterWorkingDir changes to dir and checks that it is inside the container's root:
+// a path through a descriptor (/proc/self/fd/N) must not lead out of it, as runc checks
+// since CVE-2024-21626.
+func enterWorkingDir(dir string) error {
+	if err := os.Chdir(dir); err != nil {
+		return fmt.Errorf("enter working directory %s: %w", dir, err)
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Getcwd(buf)
+	if err != nil || n == 0 || buf[0] != '/' {
+		return fmt.Errorf("working directory %s is outside the container's root", dir)
 	}
 	return nil
 }
 
-// setupRootfs mounts the overlay root, the configured mounts and devices, and pivots
-// into it.
-func setupRootfs(bundle string, cfg *Config) error {
+// execute applies the last privileges, closes every descriptor above stderr on exec
+// and executes the command.
+func execute(sec processSecurity, path string, args, env []string) error {
+	if err := sec.applyLast(); err != nil {
+		return err
+	}
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close descriptors: %w", err)
+	}
+	if err := unix.Exec(path, args, env); err != nil {
+		return fmt.Errorf("exec %s: %w", args[0], err)
+	}
+	return nil
+}
+
+// joinNewSessionKeyring gives the process an anonymous session keyring of its own, so
+// that keys one container adds to its session keyring are not another's.
+func joinNewSessionKeyring() error {
+	_, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0)
+	if errno != 0 && errno != unix.ENOSYS {
+		return fmt.Errorf("join a new session keyring: %w", errno)
+	}
+	return nil
+}
+
+// unshareCgroup makes the container's cgroup namespace, rooted at the cgroup the init
+// is in, when the spec asks for a new one; Enroot's hooks, which read the host's cgroup
+// paths, have run by then.
+func unshareCgroup(spec *specs.Spec) error {
+	if p, listed := namespacePath(spec, specs.CgroupNamespace); listed && p == "" {
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fmt.Errorf("create cgroup namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+// setupRootfs mounts the overlay root, the configured mounts and devices, applies the
+// Enroot configuration, and pivots into the root.
+func setupRootfs(cfg *Config) error {
 	// Host mounts reach the container; the container's reach the host only through a
 	// bidirectional mount, and then only inside it.
 	propagation := uintptr(unix.MS_REC | unix.MS_SLAVE)
@@ -123,37 +196,84 @@ func setupRootfs(bundle string, cfg *Config) error {
 	if err := unix.Mount("", "/", "", propagation, ""); err != nil {
 		return fmt.Errorf("set mount propagation: %w", err)
 	}
-	rootfs := filepath.Join(bundle, "rootfs")
-	userns := len(cfg.Spec.Linux.UIDMappings) > 0
-	if userns {
-		// The bundle is the host's, out of this mount namespace's reach for mounts: the
-		// ID-mapped root goes on a private tmpfs of this namespace instead.
-		var err error
-		if rootfs, err = attachIDMappedRoot(); err != nil {
-			return err
+	if cfg.Enroot != nil {
+		// Hooks and mounts.d act on the host's tree before the root switch: in this
+		// mount namespace it is read-only, so that nothing they do through an image's
+		// symlinks or a pod's variables can write to the host.
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(unix.AT_FDCWD, "/", unix.AT_RECURSIVE, &attr); err != nil {
+			return fmt.Errorf("make the host's mounts read-only for hooks: %w", err)
 		}
-	} else {
-		if err := os.MkdirAll(rootfs, 0o755); err != nil {
-			return fmt.Errorf("create rootfs: %w", err)
-		}
-		// A private mount under the root keeps everything mounted into it (overlay,
-		// /proc, binds) from propagating anywhere, and lets pivot_root work.
-		if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind rootfs: %w", err)
-		}
-		if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("make rootfs private: %w", err)
-		}
-		overlay := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", cfg.Spec.Root.Path, cfg.UpperDir, cfg.WorkDir)
-		if err := unix.Mount("overlay", rootfs, "overlay", 0, overlay); err != nil {
-			return fmt.Errorf("mount overlay root (%s): %w", overlay, err)
-		}
+	}
+	rootfs, stage, err := mountRoot(cfg)
+	if err != nil {
+		return err
 	}
 	rootfd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open rootfs: %w", err)
 	}
 	defer unix.Close(rootfd)
+	if err := mountAll(rootfd, cfg); err != nil {
+		return err
+	}
+	if cfg.Enroot != nil {
+		env, err := applyEnroot(rootfd, rootfs, stage, cfg.Enroot, cfg.Spec.Process.Env)
+		if err != nil {
+			return err
+		}
+		cfg.Spec.Process.Env = env
+	}
+	if err := finishRootfs(rootfd, rootfs, cfg); err != nil {
+		return err
+	}
+	return pivot(rootfs)
+}
+
+// mountRoot mounts the container's root and returns it and a private directory of
+// this mount namespace for Enroot's hook files.
+func mountRoot(cfg *Config) (rootfs, stage string, err error) {
+	if usernsOf(&cfg.Spec) {
+		// The host's directories are out of reach for this namespace's root: the
+		// ID-mapped root goes on a private tmpfs of this namespace instead.
+		return attachIDMappedRoot()
+	}
+	rootfs = cfg.Rootfs
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return "", "", fmt.Errorf("create rootfs: %w", err)
+	}
+	// A private mount under the root keeps everything mounted into it (overlay,
+	// /proc, binds) from propagating anywhere, and lets pivot_root work.
+	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND, ""); err != nil {
+		return "", "", fmt.Errorf("bind rootfs: %w", err)
+	}
+	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+		return "", "", fmt.Errorf("make rootfs private: %w", err)
+	}
+	overlay := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", cfg.Spec.Root.Path, cfg.UpperDir, cfg.WorkDir)
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, overlay); err != nil {
+		return "", "", fmt.Errorf("mount overlay root (%s): %w", overlay, err)
+	}
+	stage = filepath.Join(filepath.Dir(rootfs), "stage")
+	if err := privateTmpfs(stage); err != nil {
+		return "", "", err
+	}
+	return rootfs, stage, nil
+}
+
+// privateTmpfs mounts a tmpfs, seen by this mount namespace only, at dir.
+func privateTmpfs(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		return fmt.Errorf("mount a private tmpfs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mountAll creates the image's volumes and mounts the spec's mounts, in order.
+func mountAll(rootfd int, cfg *Config) error {
 	for _, v := range cfg.Volumes {
 		fd, err := inroot.MkdirAll(rootfd, v, 0o755)
 		if err != nil {
@@ -166,18 +286,24 @@ func setupRootfs(bundle string, cfg *Config) error {
 		if fd, ok := cfg.MountFds[i]; ok {
 			srcFd = fd
 		}
-		if err := mountInto(rootfd, m, srcFd); err != nil {
+		err := mountInto(rootfd, m, srcFd)
+		if srcFd >= 0 {
+			unix.Close(srcFd)
+		}
+		if err != nil {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)
 		}
 	}
-	if cfg.Enroot != nil {
-		env, err := applyEnroot(rootfd, rootfs, bundle, cfg.Enroot, cfg.Spec.Process.Env)
-		if err != nil {
-			return err
-		}
-		cfg.Spec.Process.Env = env
+	return nil
+}
+
+// finishRootfs adds what comes after the mounts: device nodes, the cgroup view, masked
+// and read-only paths, and a read-only root where asked.
+func finishRootfs(rootfd int, rootfs string, cfg *Config) error {
+	if err := makeDevices(rootfd, cfg.Spec.Linux, usernsOf(&cfg.Spec), cfg.DeviceSources); err != nil {
+		return err
 	}
-	if err := makeDevices(rootfd, cfg.Spec.Linux, userns, cfg.DeviceSources); err != nil {
+	if err := mountCgroupView(rootfd, cfg); err != nil {
 		return err
 	}
 	if l := cfg.Spec.Linux; l != nil {
@@ -193,33 +319,14 @@ func setupRootfs(bundle string, cfg *Config) error {
 			return fmt.Errorf("make root read-only: %w", err)
 		}
 	}
-	return pivot(rootfs)
+	return nil
 }
 
 // mountInto mounts m at its destination inside the root, resolving the destination
 // inside the root so that an image's symlinks cannot redirect it.
 func mountInto(rootfd int, m specs.Mount, srcFd int) error {
 	opts := parseMountOptions(m.Type, m.Options)
-	var target int
-	var err error
-	if opts.bind {
-		var st unix.Stat_t
-		if srcFd >= 0 {
-			err = unix.Fstat(srcFd, &st)
-		} else {
-			err = unix.Stat(m.Source, &st)
-		}
-		if err != nil {
-			return err
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			target, err = inroot.MkdirAll(rootfd, m.Destination, 0o755)
-		} else {
-			target, err = inroot.CreateFile(rootfd, m.Destination)
-		}
-	} else {
-		target, err = inroot.MkdirAll(rootfd, m.Destination, 0o755)
-	}
+	target, err := mountTarget(rootfd, m, opts, srcFd)
 	if err != nil {
 		return err
 	}
@@ -244,12 +351,45 @@ func mountInto(rootfd int, m specs.Mount, srcFd int) error {
 		return err
 	}
 	defer unix.Close(mounted)
-	dest = inroot.ProcPath(mounted)
+	return adjustMount(mounted, opts)
+}
+
+// mountTarget creates the destination of m in the root (a directory, or a file for
+// a bind of a file) and opens it.
+func mountTarget(rootfd int, m specs.Mount, opts mountOptions, srcFd int) (int, error) {
+	if !opts.bind {
+		return inroot.MkdirAll(rootfd, m.Destination, 0o755)
+	}
+	var st unix.Stat_t
+	var err error
+	if srcFd >= 0 {
+		err = unix.Fstat(srcFd, &st)
+	} else {
+		err = unix.Stat(m.Source, &st)
+	}
+	if err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return inroot.MkdirAll(rootfd, m.Destination, 0o755)
+	}
+	return inroot.CreateFile(rootfd, m.Destination)
+}
+
+// adjustMount applies what a mount takes after it exists: bind flags, writability
+// (a bind from a tree this namespace made read-only is made writable again unless
+// it was read-only on the host), propagation and recursive read-only.
+func adjustMount(mounted int, opts mountOptions) error {
+	dest := inroot.ProcPath(mounted)
 	if opts.bind && opts.flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
 		// Bind mounts take ro, nosuid and friends only on a remount.
-		if err := unix.Mount("", dest, "", opts.flags&^unix.MS_REC|unix.MS_REMOUNT|unix.MS_BIND, ""); err != nil {
+		if err := unix.Mount("", dest, "", opts.flags&^unix.MS_REC|unix.MS_REMOUNT|unix.MS_BIND, ""); err != nil &&
+			!(errors.Is(err, unix.EPERM) && opts.flags&unix.MS_RDONLY == 0) {
 			return fmt.Errorf("remount: %w", err)
 		}
+	}
+	if opts.bind && opts.flags&unix.MS_RDONLY == 0 {
+		clearReadonly(mounted, opts.flags&unix.MS_REC != 0)
 	}
 	for _, p := range opts.propagation {
 		if err := unix.Mount("", dest, "", p, ""); err != nil {
@@ -265,27 +405,21 @@ func mountInto(rootfd int, m specs.Mount, srcFd int) error {
 	return nil
 }
 
+// clearReadonly makes a bind writable where this namespace, not the host, made its
+// source read-only; a mount the host has read-only stays so (the kernel refuses).
+func clearReadonly(mounted int, recursive bool) {
+	attr := unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}
+	if recursive && unix.MountSetattr(mounted, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr) == nil {
+		return
+	}
+	_ = unix.MountSetattr(mounted, "", unix.AT_EMPTY_PATH, &attr)
+}
+
 // makeDevices creates the device nodes and the usual /dev links.
 func makeDevices(rootfd int, linux *specs.Linux, bind bool, sources map[string]string) error {
 	if linux != nil {
 		for _, d := range linux.Devices {
-			if bind {
-				source := d.Path
-				if s, ok := sources[d.Path]; ok {
-					source = s
-				}
-				dir, name, err := inroot.Parent(rootfd, d.Path)
-				if err != nil {
-					return fmt.Errorf("device %s: %w", d.Path, err)
-				}
-				err = bindDevice(dir, name, source)
-				unix.Close(dir)
-				if err != nil {
-					return fmt.Errorf("device %s: %w", d.Path, err)
-				}
-				continue
-			}
-			if err := makeDevice(rootfd, d); err != nil {
+			if err := makeOrBindDevice(rootfd, d, bind, sources); err != nil {
 				return fmt.Errorf("device %s: %w", d.Path, err)
 			}
 		}
@@ -304,6 +438,22 @@ func makeDevices(rootfd int, linux *specs.Linux, bind bool, sources map[string]s
 		}
 	}
 	return nil
+}
+
+func makeOrBindDevice(rootfd int, d specs.LinuxDevice, bind bool, sources map[string]string) error {
+	if !bind {
+		return makeDevice(rootfd, d)
+	}
+	source := d.Path
+	if s, ok := sources[d.Path]; ok {
+		source = s
+	}
+	dir, name, err := inroot.Parent(rootfd, d.Path)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
+	return bindDevice(dir, name, source)
 }
 
 func makeDevice(rootfd int, d specs.LinuxDevice) error {
@@ -379,12 +529,22 @@ func setOOMScore(want *int) error {
 	return nil
 }
 
-func setUser(u specs.User) error {
-	// Already so (a remapped root, cloned as root with no groups): changing nothing
-	// keeps clear of a seccomp filter that turns these calls into no-ops.
-	if cur, err := syscall.Getgroups(); err == nil && len(cur) == 0 && len(u.AdditionalGids) == 0 &&
-		syscall.Getuid() == int(u.UID) && syscall.Getgid() == int(u.GID) {
-		return nil
+// setUser takes the user's IDs and groups. presetGroups: the groups were given before
+// a user namespace that denies setgroups, and the IDs at its creation.
+func setUser(u specs.User, presetGroups bool) error {
+	// Already so (a remapped root, cloned as root with no groups; an Enroot user):
+	// changing nothing keeps clear of a seccomp filter that turns these calls into
+	// no-ops.
+	if syscall.Getuid() == int(u.UID) && syscall.Getgid() == int(u.GID) {
+		if presetGroups {
+			return nil
+		}
+		if cur, err := syscall.Getgroups(); err == nil && len(cur) == 0 && len(u.AdditionalGids) == 0 {
+			return nil
+		}
+	}
+	if presetGroups {
+		return fmt.Errorf("the init runs as %d:%d, not %d:%d", syscall.Getuid(), syscall.Getgid(), u.UID, u.GID)
 	}
 	groups := make([]int, len(u.AdditionalGids))
 	for i, g := range u.AdditionalGids {

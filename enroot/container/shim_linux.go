@@ -1,8 +1,8 @@
 package container
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,9 +23,13 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
-// shimReadyFd is the descriptor on which the shim tells the daemon that the
-// container is created ("ok PID") or why it is not ("error: …").
-const shimReadyFd = 3
+// Descriptors the daemon hands the shim: the one on which the shim tells the daemon
+// that the container is created ("ok PID") or why it is not ("error: …"), and the
+// sealed copy of the binary the init runs from.
+const (
+	shimReadyFd  = 3
+	shimSealedFd = 4
+)
 
 // drainTimeout bounds how long the shim waits, after the container's first process
 // exits, for output still held by processes it left behind.
@@ -61,10 +65,12 @@ type shim struct {
 // session; it does not depend on the daemon staying up.
 func RunShim(bundle string) error {
 	ready := os.NewFile(shimReadyFd, "ready")
+	sealedBin := os.NewFile(shimSealedFd, "enroot-cri (sealed)")
 	s, err := newShim(bundle)
 	if err == nil {
-		err = s.create()
+		err = s.create(sealedBin)
 	}
+	sealedBin.Close()
 	if err != nil {
 		fmt.Fprintf(ready, "error: %v\n", err)
 		return err
@@ -89,13 +95,17 @@ func newShim(bundle string) (*shim, error) {
 	return &shim{bundle: bundle, cfg: cfg}, nil
 }
 
-// create starts the container's init and waits until its root filesystem is ready.
-func (s *shim) create() error {
-	exe, err := os.Executable()
+// create starts the container's init from the sealed binary, puts it in the
+// container's cgroup and waits until its root filesystem is ready.
+func (s *shim) create(sealedBin *os.File) error {
+	// A descriptor number above those the init gets, so that the path still names the
+	// copy in the child until it executes.
+	high, err := unix.FcntlInt(sealedBin.Fd(), unix.F_DUPFD_CLOEXEC, 100)
 	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
+		return fmt.Errorf("keep the sealed binary: %w", err)
 	}
-	s.cmd = exec.Command(exe, "init", s.bundle)
+	defer unix.Close(high)
+	s.cmd = exec.Command(fmt.Sprintf("/proc/self/fd/%d", high), "init")
 	s.cmd.Env = []string{}
 	if err := s.setupStdio(); err != nil {
 		return err
@@ -109,39 +119,116 @@ func (s *shim) create() error {
 		return fmt.Errorf("create start pipe: %w", err)
 	}
 	s.sync, s.start = syncR, startW
-	s.cmd.ExtraFiles = []*os.File{syncW, startR}
-	s.cmd.SysProcAttr.Cloneflags = cloneFlags(&s.cfg.Spec)
-	if usernsOf(&s.cfg.Spec) {
-		files, bundle, err := s.userns(exe)
-		if err != nil {
-			syncW.Close()
-			startR.Close()
-			return err
-		}
-		s.cmd.ExtraFiles = append(s.cmd.ExtraFiles, files...)
-		s.cmd.Args[2] = bundle
-		defer func() {
-			for _, f := range files {
-				f.Close()
-			}
-		}()
+	s.cmd.SysProcAttr.Cloneflags = cloneFlags(&s.cfg.Spec) // initFiles adds a user namespace
+	files, err := s.initFiles()
+	if err != nil {
+		syncW.Close()
+		startR.Close()
+		return err
 	}
-	err = startInNamespaces(s.cmd, &s.cfg.Spec)
+	defer closeAll(files)
+	s.cmd.ExtraFiles = append([]*os.File{syncW, startR}, files...)
+	err = s.startInit()
 	syncW.Close()
 	startR.Close()
 	if err != nil {
 		return fmt.Errorf("start container init: %w", err)
 	}
-	line, err := readLine(s.sync)
-	if err != nil || line != "ready" {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-		if line == "" && err != nil {
-			return fmt.Errorf("container init: %w", err)
+	return s.waitReady()
+}
+
+// initFiles are the init's configuration and, in a user namespace, its root and mount
+// sources, from descriptor initConfigFd on.
+func (s *shim) initFiles() ([]*os.File, error) {
+	cfg := *s.cfg
+	cfg.Rootfs = filepath.Join(s.bundle, "rootfs")
+	var extra []*os.File
+	if usernsOf(&cfg.Spec) {
+		var err error
+		if extra, err = s.userns(s.selfExe(), &cfg); err != nil {
+			return nil, err
 		}
-		return fmt.Errorf("container init: %s", trimError(line))
+	}
+	conf, err := configFile(&cfg)
+	if err != nil {
+		closeAll(extra)
+		return nil, err
+	}
+	return append([]*os.File{conf}, extra...), nil
+}
+
+// selfExe is the shim's binary on the host (the user namespace anchor runs it).
+func (s *shim) selfExe() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "/proc/self/exe"
+	}
+	return exe
+}
+
+// configFile is cfg as JSON in an anonymous file.
+func configFile(cfg *Config) (*os.File, error) {
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode init configuration: %w", err)
+	}
+	fd, err := unix.MemfdCreate("config", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("create init configuration: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "config")
+	if _, err := f.Write(data); err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write init configuration: %w", err)
+	}
+	return f, nil
+}
+
+// startInit starts the init in the namespaces the spec names, puts it in the
+// container's cgroup and lets it go on.
+func (s *shim) startInit() error {
+	var groups []uint32
+	if s.cfg.PresetGroups {
+		groups = append([]uint32{}, s.cfg.Spec.Process.User.AdditionalGids...)
+	}
+	if err := startInNamespaces(s.cmd, &s.cfg.Spec, groups); err != nil {
+		return err
+	}
+	pid := []byte(strconv.Itoa(s.cmd.Process.Pid))
+	for _, procs := range s.cfg.CgroupProcs {
+		if err := os.WriteFile(procs, pid, 0o644); err != nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+			return fmt.Errorf("put the init in its cgroup: %w", err)
+		}
+	}
+	if _, err := s.start.Write([]byte{1}); err != nil {
+		return fmt.Errorf("let the init go on: %w", err)
 	}
 	return nil
+}
+
+// waitReady waits for the init's report and records the environment it ends with.
+func (s *shim) waitReady() error {
+	line, err := readLine(s.sync)
+	if rest, ok := strings.CutPrefix(line, "ready "); ok && err == nil {
+		var env []string
+		if err := json.Unmarshal([]byte(rest), &env); err != nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+			return fmt.Errorf("container init reported a bad environment: %w", err)
+		}
+		return atomicfile.WriteJSON(filepath.Join(s.bundle, environFile), env)
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	if line == "" && err != nil {
+		return fmt.Errorf("container init: %w", err)
+	}
+	return fmt.Errorf("container init: %s", trimError(line))
 }
 
 func trimError(line string) string {
@@ -150,13 +237,13 @@ func trimError(line string) string {
 }
 
 // cloneFlags are the namespaces the init gets new: always a mount namespace, and
-// each listed namespace that has no path to join.
+// each listed namespace that has no path to join (the cgroup namespace the init makes
+// itself once it is in its cgroup).
 func cloneFlags(spec *specs.Spec) uintptr {
 	flags := uintptr(unix.CLONE_NEWNS)
 	for t, flag := range map[specs.LinuxNamespaceType]uintptr{
 		specs.PIDNamespace: unix.CLONE_NEWPID, specs.NetworkNamespace: unix.CLONE_NEWNET,
 		specs.IPCNamespace: unix.CLONE_NEWIPC, specs.UTSNamespace: unix.CLONE_NEWUTS,
-		specs.CgroupNamespace: unix.CLONE_NEWCGROUP,
 	} {
 		if p, listed := namespacePath(spec, t); listed && p == "" {
 			flags |= flag
@@ -165,15 +252,16 @@ func cloneFlags(spec *specs.Spec) uintptr {
 	return flags
 }
 
-// startInNamespaces starts cmd inside the namespaces the spec gives paths for.
-func startInNamespaces(cmd *exec.Cmd, spec *specs.Spec) error {
+// startInNamespaces starts cmd inside the namespaces the spec gives paths for, with
+// groups as its supplementary groups when not nil.
+func startInNamespaces(cmd *exec.Cmd, spec *specs.Spec, groups []uint32) error {
 	var paths []string
 	for _, t := range []specs.LinuxNamespaceType{specs.IPCNamespace, specs.UTSNamespace,
 		specs.NetworkNamespace, specs.PIDNamespace} {
 		p, _ := namespacePath(spec, t)
 		paths = append(paths, p)
 	}
-	return nsenter.Start(cmd, paths...)
+	return nsenter.StartWithGroups(cmd, groups, paths...)
 }
 
 // setupStdio connects the init's stdio to a terminal or to pipes, and starts copying
@@ -303,19 +391,53 @@ func (s *shim) wait() error {
 	return atomicfile.WriteJSON(filepath.Join(s.bundle, "exit.json"), exit)
 }
 
-// controlAddress is the abstract unix socket of a bundle's shim (a filesystem path
-// could exceed the 108-byte limit under deep state directories).
-func controlAddress(bundle string) string {
-	sum := sha256.Sum256([]byte(bundle))
-	return "@enroot-cri-shim-" + hex.EncodeToString(sum[:16])
+// controlSocket is the name of a shim's control socket in its bundle: a filesystem
+// socket in the root-only state directory, out of every container's reach (abstract
+// sockets belong to a network namespace, which host-network pods share; containerd's
+// CVE-2020-15257).
+const controlSocket = "control.sock"
+
+// bundlePath calls fn with a short name of path/name (unix socket names are limited to
+// 108 bytes; the bundle's may be longer), through a descriptor of path.
+func bundlePath(path, name string, fn func(string) error) error {
+	dir, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(dir)
+	return fn(fmt.Sprintf("/proc/self/fd/%d/%s", dir, name))
 }
 
 func listenControl(bundle string) (net.Listener, error) {
-	l, err := net.Listen("unix", controlAddress(bundle))
+	var l *net.UnixListener
+	err := bundlePath(bundle, controlSocket, func(p string) error {
+		_ = os.Remove(p) // a dead shim's
+		addr, err := net.ResolveUnixAddr("unix", p)
+		if err != nil {
+			return err
+		}
+		if l, err = net.ListenUnix("unix", addr); err != nil {
+			return err
+		}
+		l.SetUnlinkOnClose(false) // the name held a descriptor number; Delete removes the file
+		return os.Chmod(p, 0o600)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listen for control: %w", err)
 	}
 	return l, nil
+}
+
+// dialControl connects to the shim of a bundle.
+func dialControl(ctx context.Context, bundle string) (net.Conn, error) {
+	var conn net.Conn
+	err := bundlePath(bundle, controlSocket, func(p string) error {
+		var d net.Dialer
+		var err error
+		conn, err = d.DialContext(ctx, "unix", p)
+		return err
+	})
+	return conn, err
 }
 
 // serve answers control requests: "start" releases the init.
@@ -372,6 +494,7 @@ func (s *shim) serve(l net.Listener) {
 
 // release lets the init execute the command and reports whether the exec worked.
 func (s *shim) release() string {
+	// The init's first byte (it is in its cgroup) was sent at create.
 	if _, err := s.start.Write([]byte{1}); err != nil {
 		return fmt.Sprintf("error: release container: %v", err)
 	}

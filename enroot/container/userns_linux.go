@@ -19,8 +19,8 @@ import (
 // init cannot mount the overlay over the host-owned image, so the shim mounts it and
 // hands the init a detached, ID-mapped copy: files owned by host root show as the
 // container's root, and what the container's root writes is stored as host root, as
-// for any other container. The bundle is handed over as a file descriptor and owned
-// by the container's root, whose host ID may not enter the daemon's directories.
+// for any other container. The bundle stays root's and out of the container's reach:
+// the init gets its configuration, root and mount sources as descriptors.
 
 // usernsOf reports whether the spec asks for a new user namespace.
 func usernsOf(spec *specs.Spec) bool {
@@ -36,49 +36,67 @@ func idMaps(m []specs.LinuxIDMapping) []syscall.SysProcIDMap {
 	return out
 }
 
-// userns prepares a container's start in a user namespace: the init's clone and ID
-// maps, the bundle handed over as a descriptor (the init's bundle argument becomes
-// /proc/self/fd/N) and the ID-mapped root. It returns the files to pass.
-func (s *shim) userns(exe string) ([]*os.File, string, error) {
-	l := s.cfg.Spec.Linux
-	root := int(l.UIDMappings[0].HostID)
-	group := int(l.GIDMappings[0].HostID)
-	if err := chownTree(s.bundle, root, group); err != nil {
-		return nil, "", err
-	}
-	bundleDir, err := os.Open(s.bundle)
+// userns prepares a container's start in a user namespace: the init's clone, ID maps
+// and credentials, the ID-mapped root, and the bind and cgroup view sources, opened
+// here and numbered for the init (recorded in cfg, the init's copy). It returns the
+// files to pass after the configuration.
+func (s *shim) userns(exe string, cfg *Config) ([]*os.File, error) {
+	l := cfg.Spec.Linux
+	tree, err := idmappedRoot(exe, s.bundle, cfg)
 	if err != nil {
-		return nil, "", fmt.Errorf("open bundle: %w", err)
+		return nil, err
 	}
-	tree, err := idmappedRoot(exe, s.bundle, s.cfg)
+	sources, fds, err := mountSources(cfg.Spec.Mounts, initRootFd+1)
 	if err != nil {
-		bundleDir.Close()
-		return nil, "", err
-	}
-	sources, fds, err := mountSources(s.cfg.Spec.Mounts, initRootFd+1)
-	if err != nil {
-		bundleDir.Close()
 		tree.Close()
-		return nil, "", err
+		return nil, err
 	}
-	s.cfg.MountFds = fds
-	err = writeConfig(s.bundle, s.cfg)
-	if err == nil {
-		err = os.Lchown(filepath.Join(s.bundle, "config.json"), root, group)
-	}
+	views, viewFds, err := viewSources(cfg.CgroupView, initRootFd+1+len(sources))
 	if err != nil {
-		bundleDir.Close()
 		tree.Close()
-		return nil, "", err
+		closeAll(sources)
+		return nil, err
 	}
+	cfg.MountFds, cfg.ViewFds = fds, viewFds
 	attr := s.cmd.SysProcAttr
 	attr.Cloneflags |= unix.CLONE_NEWUSER
 	attr.UidMappings, attr.GidMappings = idMaps(l.UIDMappings), idMaps(l.GIDMappings)
-	attr.GidMappingsEnableSetgroups = true
-	// Root inside: without it the init would keep host root's IDs, which the
-	// namespace does not map, and have no capabilities in it.
-	attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
-	return append([]*os.File{bundleDir, tree}, sources...), fmt.Sprintf("/proc/self/fd/%d", initBundleFd), nil
+	attr.GidMappingsEnableSetgroups = !cfg.PresetGroups
+	attr.Credential = initCredential(cfg)
+	if u := cfg.Spec.Process.User; cfg.PresetGroups && u.UID != 0 {
+		// Enroot raises every capability of the namespace as ambient ones, so that the
+		// init and its hooks keep them as the (non-root) user.
+		attr.AmbientCaps = namespaceCaps()
+	}
+	return append(append([]*os.File{tree}, sources...), views...), nil
+}
+
+// initCredential is who the init is inside its user namespace: root (it drops to the
+// container's user itself), or with PresetGroups the container's user already, its
+// groups kept from the shim, as a Slurm task enters Enroot's namespace.
+func initCredential(cfg *Config) *syscall.Credential {
+	if !cfg.PresetGroups {
+		// Without it the init would keep host root's IDs, which the namespace does not
+		// map, and have no capabilities in it.
+		return &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	u := cfg.Spec.Process.User
+	return &syscall.Credential{Uid: u.UID, Gid: u.GID, NoSetGroups: true}
+}
+
+// namespaceCaps lists every capability this process may hand out, by number.
+func namespaceCaps() []uintptr {
+	var out []uintptr
+	for _, name := range CapabilityNames() {
+		out = append(out, capNames[name])
+	}
+	return out
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // chownTree gives dir and everything in it to uid:gid, never following a link.
@@ -96,15 +114,30 @@ func chownTree(dir string, uid, gid int) error {
 	})
 }
 
+// rootOwner maps the image's root, on the host: the container's root where the
+// container's namespace maps one, else (an Enroot user's single ID) that user, whom
+// Enroot's squashfuse makes the owner of every file of the image.
+func rootOwner(l *specs.Linux) (uids, gids []specs.LinuxIDMapping) {
+	uids, gids = l.UIDMappings, l.GIDMappings
+	if uids[0].ContainerID != 0 {
+		uids = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uids[0].HostID, Size: 1}}
+	}
+	if gids[0].ContainerID != 0 {
+		gids = []specs.LinuxIDMapping{{ContainerID: 0, HostID: gids[0].HostID, Size: 1}}
+	}
+	return uids, gids
+}
+
 // idmappedRoot mounts the container's overlay over an ID-mapped copy of the image's
-// squashfs (mapped with the container's user namespace mappings, so the image's root
-// files are the container root's) and returns a detached copy of it. Overlayfs cannot
+// squashfs (the image's root files become rootOwner's) and returns a detached copy of
+// it. Overlayfs cannot
 // be ID-mapped itself, and an ID-mapped upper layer would refuse the overlay's own
 // work as host root; the writable layer instead belongs to the container's root on
 // the host. The staging mounts in the bundle are gone when it returns: the overlay
 // holds its lower layer, the descriptor the overlay.
 func idmappedRoot(exe, bundle string, cfg *Config) (*os.File, error) {
-	userns, stop, err := usernsAnchor(exe, cfg.Spec.Linux)
+	uids, gids := rootOwner(cfg.Spec.Linux)
+	userns, stop, err := usernsAnchor(exe, uids, gids)
 	if err != nil {
 		return nil, err
 	}
@@ -125,9 +158,8 @@ func idmappedRoot(exe, bundle string, cfg *Config) (*os.File, error) {
 	if err := attachIDMapped(cfg.Spec.Root.Path, lower, userns); err != nil {
 		return nil, err
 	}
-	l := cfg.Spec.Linux
 	for _, d := range []string{cfg.UpperDir, cfg.WorkDir} {
-		if err := chownTree(d, int(l.UIDMappings[0].HostID), int(l.GIDMappings[0].HostID)); err != nil {
+		if err := chownTree(d, int(uids[0].HostID), int(gids[0].HostID)); err != nil {
 			return nil, fmt.Errorf("give the writable layer to the container's root: %w", err)
 		}
 	}
@@ -161,10 +193,10 @@ func attachIDMapped(src, dst string, userns *os.File) error {
 
 // usernsAnchor starts a process in a new user namespace with the mappings and opens
 // its namespace: ID-mapped mounts take their mapping from a user namespace.
-func usernsAnchor(exe string, l *specs.Linux) (*os.File, func(), error) {
+func usernsAnchor(exe string, uids, gids []specs.LinuxIDMapping) (*os.File, func(), error) {
 	cmd := exec.Command(exe, "userns-anchor")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUSER,
-		UidMappings: idMaps(l.UIDMappings), GidMappings: idMaps(l.GIDMappings)}
+		UidMappings: idMaps(uids), GidMappings: idMaps(gids)}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, nil, err
@@ -206,23 +238,25 @@ func usernsStage() string {
 }
 
 // attachIDMappedRoot attaches the ID-mapped root the shim handed over and returns
-// where.
-func attachIDMappedRoot() (string, error) {
-	stage := usernsStage()
-	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
-		return "", fmt.Errorf("mount the staging tmpfs: %w", err)
+// where, and a private directory beside it for Enroot's hook files.
+func attachIDMappedRoot() (rootfs, stage string, err error) {
+	dir := usernsStage()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return "", "", fmt.Errorf("mount the staging tmpfs: %w", err)
 	}
-	rootfs := filepath.Join(stage, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return "", err
+	rootfs, stage = filepath.Join(dir, "rootfs"), filepath.Join(dir, "enroot")
+	for _, d := range []string{rootfs, stage} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return "", "", err
+		}
 	}
 	if err := unix.MoveMount(initRootFd, "", unix.AT_FDCWD, rootfs, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return "", fmt.Errorf("attach the ID-mapped root: %w", err)
+		return "", "", fmt.Errorf("attach the ID-mapped root: %w", err)
 	}
 	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
-		return "", fmt.Errorf("make rootfs private: %w", err)
+		return "", "", fmt.Errorf("make rootfs private: %w", err)
 	}
-	return rootfs, unix.Close(initRootFd)
+	return rootfs, stage, unix.Close(initRootFd)
 }
 
 // mountSources opens the source of every bind mount as a detached copy, numbered from
@@ -237,21 +271,47 @@ func mountSources(mounts []specs.Mount, first int) ([]*os.File, map[int]int, err
 		if !opts.bind || m.Source == "/sys" || strings.HasPrefix(m.Source, "/dev/") {
 			continue
 		}
-		flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
-		if opts.flags&unix.MS_REC != 0 {
-			flags |= unix.AT_RECURSIVE
-		}
-		fd, err := unix.OpenTree(unix.AT_FDCWD, m.Source, uint(flags))
+		f, err := openTree(m.Source, opts.flags&unix.MS_REC != 0)
 		if err != nil {
-			for _, f := range files {
-				f.Close()
-			}
-			return nil, nil, fmt.Errorf("open mount source %s: %w", m.Source, err)
+			closeAll(files)
+			return nil, nil, err
 		}
 		fds[i] = first + len(files)
-		files = append(files, os.NewFile(uintptr(fd), m.Source))
+		files = append(files, f)
 	}
 	return files, fds, nil
+}
+
+// viewSources opens the host directories of a cgroup view, numbered from first.
+func viewSources(view []CgroupDir, first int) ([]*os.File, map[int]int, error) {
+	var files []*os.File
+	fds := map[int]int{}
+	for i, d := range view {
+		if d.Source == "" {
+			continue
+		}
+		f, err := openTree(d.Source, false)
+		if err != nil {
+			closeAll(files)
+			return nil, nil, err
+		}
+		fds[i] = first + len(files)
+		files = append(files, f)
+	}
+	return files, fds, nil
+}
+
+// openTree opens a detached copy of the mount tree at path.
+func openTree(path string, recursive bool) (*os.File, error) {
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, uint(flags))
+	if err != nil {
+		return nil, fmt.Errorf("open mount source %s: %w", path, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // bindDevice makes the device node at name in dir a bind mount of the host's node:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -160,6 +161,7 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, refs layerRefs
 			return err
 		}
 		defer t.Close()
+		t.budget = newBudget(s.opts.Limits, rootfs)
 		for i := range digests {
 			select {
 			case <-ready[i]:
@@ -168,7 +170,11 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, refs layerRefs
 			}
 			applyStart := time.Now()
 			if err := s.applyBlob(t, digests[i], refs.diffIDs[i]); err != nil {
-				return errdefs.WithKind(fmt.Errorf("layer %d (%s): %w", i+1, digests[i], err), errdefs.ErrInvalidArgument)
+				err = fmt.Errorf("layer %d (%s): %w", i+1, digests[i], err)
+				if errors.Is(err, errdefs.ErrResourceExhausted) {
+					return err
+				}
+				return errdefs.WithKind(err, errdefs.ErrInvalidArgument)
 			}
 			stats.Apply += time.Since(applyStart)
 			prog.layers.Add(1)

@@ -67,6 +67,13 @@ func (t *tree) applyLayer(r io.Reader) error {
 		if err != nil {
 			return err
 		}
+		size := int64(0)
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeGNUSparse {
+			size = hdr.Size
+		}
+		if err := t.budget.entry(size); err != nil {
+			return err
+		}
 		base := path.Base(rel)
 		switch {
 		case rel == "":

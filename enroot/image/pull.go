@@ -83,6 +83,11 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (*Image,
 	if err != nil {
 		return nil, err
 	}
+	if s.opts.PullTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.PullTimeout)
+		defer cancel()
+	}
 	src, err := s.resolve(ctx, r, opts.Auth)
 	if err != nil {
 		return nil, err

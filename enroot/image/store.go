@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/singleflight"
@@ -31,6 +32,10 @@ type Options struct {
 	MaxConcurrentDownloads int
 	// UserAgent is sent to registries.
 	UserAgent string
+	// Limits bound each pull's unpacked size, entries and the free space it keeps;
+	// PullTimeout its wall time (0: none).
+	Limits      Limits
+	PullTimeout time.Duration
 }
 
 // Store is the squashfs image store. Its methods are safe for concurrent use.

@@ -17,9 +17,10 @@ import (
 // resolved inside the tree (openat2 RESOLVE_IN_ROOT): a symlink to "/etc" or a ".."
 // inside the image resolves to the tree's own etc, never to the host's.
 type tree struct {
-	fd   int
-	path string
-	root bool // running as root: ownership is applied, not only attempted
+	fd     int
+	path   string
+	root   bool    // running as root: ownership is applied, not only attempted
+	budget *budget // what the pull may still write; nil: no bound
 }
 
 func openTree(dir string) (*tree, error) {

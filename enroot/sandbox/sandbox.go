@@ -25,7 +25,8 @@ type Options struct {
 	PID      bool
 	Hostname string            // set in the new UTS namespace
 	Sysctls  map[string]string // written inside the new namespaces
-	// Exe is the enroot-cri binary, which runs the PID holder (`enroot-cri pod-holder`).
+	// Exe is the path of a sealed copy of the enroot-cri binary (internal/sealed),
+	// which runs the PID holder (`enroot-cri pod-holder`).
 	Exe string
 }
 
@@ -201,10 +202,11 @@ func (sb *Sandbox) mountShm(private bool) error {
 }
 
 // startHolder starts the PID holder, PID 1 of the sandbox's new PID namespace, in the
-// sandbox's other namespaces.
+// sandbox's other namespaces and a mount namespace of its own.
 func (sb *Sandbox) startHolder(exe string) error {
-	cmd := exec.Command(exe, "pod-holder", sb.Dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID}
+	cmd := exec.Command(exe, "pod-holder", sb.holderTag())
+	cmd.Env = []string{}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS}
 	if err := nsenter.Start(cmd, sb.IPCNS, sb.UTSNS, sb.NetNS); err != nil {
 		return fmt.Errorf("start PID holder: %w", err)
 	}
@@ -220,8 +222,12 @@ func (sb *Sandbox) HolderAlive() bool {
 		return false
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(sb.HolderPid) + "/cmdline")
-	return err == nil && strings.Contains(string(cmdline), "pod-holder\x00"+sb.Dir)
+	return err == nil && strings.Contains(string(cmdline), "pod-holder\x00"+sb.holderTag())
 }
+
+// holderTag names the sandbox on its holder's command line, which the pod's
+// containers see: its ID, not a host path.
+func (sb *Sandbox) holderTag() string { return filepath.Base(sb.Dir) }
 
 // Pinned reports whether the sandbox's namespace pins are still in place (they are
 // not after a reboot).
@@ -266,9 +272,17 @@ func (sb *Sandbox) Destroy() error {
 	return errors.Join(errs...)
 }
 
-// RunHolder is `enroot-cri pod-holder DIR`: PID 1 of a sandbox's PID namespace. It
-// reaps orphans until it is told to stop.
+// holderUID is the unprivileged user the PID holder runs as (nobody).
+const holderUID = 65534
+
+// RunHolder is `enroot-cri pod-holder POD`: PID 1 of a sandbox's PID namespace. Every
+// container of the pod can reach it (through /proc/1), so it holds nothing worth
+// reaching: an empty read-only root in a mount namespace of its own, user nobody, no
+// capabilities, no_new_privs, not dumpable. It reaps orphans until it is told to stop.
 func RunHolder() error {
+	if err := isolateHolder(); err != nil {
+		return err
+	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
 	for sig := range sigs {
@@ -281,6 +295,63 @@ func RunHolder() error {
 				break
 			}
 		}
+	}
+	return nil
+}
+
+// isolateHolder gives the holder its empty root and drops every privilege.
+func isolateHolder() error {
+	if err := emptyRoot(); err != nil {
+		return err
+	}
+	// Privileges are per thread: the calls reach every thread of this process.
+	for c := uintptr(0); c <= 63; c++ {
+		if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); errno != 0 && errno != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, errno)
+		}
+	}
+	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
+		return fmt.Errorf("set no_new_privs: %w", errno)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("drop groups: %w", err)
+	}
+	if err := syscall.Setgid(holderUID); err != nil {
+		return fmt.Errorf("set gid: %w", err)
+	}
+	if err := syscall.Setuid(holderUID); err != nil { // clears every capability
+		return fmt.Errorf("set uid: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("make not dumpable: %w", err)
+	}
+	return nil
+}
+
+// emptyRoot pivots the holder's mount namespace into an empty read-only tmpfs and
+// detaches everything else: /proc/1/root shows nothing of the host.
+func emptyRoot() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	const dir = "/tmp"
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=0555"); err != nil {
+		return fmt.Errorf("mount empty root: %w", err)
+	}
+	if err := unix.Chdir(dir); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("make root read-only: %w", err)
 	}
 	return nil
 }

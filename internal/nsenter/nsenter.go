@@ -10,6 +10,7 @@ import (
 	"net"
 	"os/exec"
 	"runtime"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,9 +18,22 @@ import (
 // Start starts cmd after joining each namespace in paths (nsfs files such as
 // /proc/PID/ns/net or a bind-mounted pin), in order; empty paths are skipped.
 func Start(cmd *exec.Cmd, paths ...string) error {
+	return StartWithGroups(cmd, nil, paths...)
+}
+
+// StartWithGroups is Start with groups, when not nil, as the child's supplementary
+// groups: they are set on the forking thread only, so that a child that enters a user
+// namespace denying setgroups keeps them.
+func StartWithGroups(cmd *exec.Cmd, groups []uint32, paths ...string) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread's namespaces are changed
+		if groups != nil {
+			if err := setThreadGroups(groups); err != nil {
+				errc <- err
+				return
+			}
+		}
 		for _, p := range paths {
 			if p == "" {
 				continue
@@ -75,4 +89,17 @@ func Dial(netns, addr string) (net.Conn, error) {
 		return err
 	})
 	return conn, err
+}
+
+// setThreadGroups sets the calling thread's supplementary groups (setgroups(2) itself,
+// not the all-threads wrapper).
+func setThreadGroups(groups []uint32) error {
+	var ptr unsafe.Pointer
+	if len(groups) > 0 {
+		ptr = unsafe.Pointer(&groups[0])
+	}
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(ptr), 0); errno != 0 {
+		return fmt.Errorf("set supplementary groups %v: %w", groups, errno)
+	}
+	return nil
 }
