@@ -18,7 +18,7 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-security fuzz test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -42,6 +42,20 @@ test: deps build crictl ## run every test this machine can run (unit, root integ
 	CGO_ENABLED=1 $(GO) build -tags fakenvml -o $(ENROOT_CRI_NVML_FAKE) ./cmd/enroot-cri-nvml
 	$(GO) test $(TEST_FLAGS) ./...
 	CGO_ENABLED=1 $(GO) test $(TEST_FLAGS) ./mig/nvmlinv ./cmd/enroot-cri-nvml
+
+# Every parser of untrusted input has a Go fuzz target: package:target.
+FUZZ_TARGETS := ./enroot:FuzzParseFstab ./enroot:FuzzParseEnviron ./enroot:FuzzParsePasswd \
+	./enroot/image:FuzzParseReference ./enroot/image:FuzzApplyLayer ./cgroups:FuzzParseSlurmConf \
+	./mig:FuzzParseCapMinors ./cri/server:FuzzValidateContainer ./cri/server:FuzzValidatePodSandbox
+FUZZ_EXECS ?= 20000x
+
+test-security: deps build ## run the attack suite against the live daemon and a short fuzz run of every untrusted-input parser
+	bash -o pipefail -c "ENROOT_CRI_BIN=$(ENROOT_CRI_BIN) $(GO) test -count=1 -v -timeout 20m -run 'TestAttacks' ./tests | grep -E '^\s*--- |^(ok|FAIL|PASS)|Error'"
+	@$(MAKE) --no-print-directory fuzz
+
+fuzz: ## run every fuzz target for FUZZ_EXECS inputs (default 20000x; e.g. FUZZ_EXECS=60s)
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name"; $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZ_EXECS) $$pkg | tail -2; done
 
 test-cgroupv2: ## run the cgroups tests in a qemu guest with a pure cgroup v2 hierarchy (Debian's kernel, cgroup_no_v1=all)
 	@dpkg -s qemu-system-x86 >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; }

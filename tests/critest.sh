@@ -33,8 +33,6 @@ JSON
   done
   printf '[cni]\nconf_dir = "%s/cni"\nbin_dirs = ["/usr/lib/cni"]\n' "$work"
   printf '[enroot]\nconfig_dir = "%s/enroot"\n' "$work"
-  # critest runs privileged containers (mount propagation, privileged specs).
-  printf '[runtimes.enroot]\nallow_privileged = true\n'
 
 } > "$work/config.toml"
 printf 'runtime-endpoint: unix://%s/enroot-cri.sock\nimage-endpoint: unix://%s/enroot-cri.sock\ntimeout: 60\n' "$work" "$work" > "$work/crictl.yaml"

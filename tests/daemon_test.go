@@ -61,9 +61,13 @@ type daemon struct {
 	dir, socket, config string
 	cmd                 *exec.Cmd
 	log                 *bytes.Buffer
-	conn                *grpc.ClientConn
-	runtime             runtimeapi.RuntimeServiceClient
-	images              runtimeapi.ImageServiceClient
+	// inherit are descriptors the daemon is started with, as a careless service
+	// manager or shell might leave them; wrapper, when set, starts it.
+	inherit []*os.File
+	wrapper []string
+	conn    *grpc.ClientConn
+	runtime runtimeapi.RuntimeServiceClient
+	images  runtimeapi.ImageServiceClient
 }
 
 // newDaemon writes a scratch configuration (extra is appended to it) in a new dir.
@@ -83,9 +87,11 @@ func newDaemon(t *testing.T, extra string) *daemon {
 // start runs the daemon and waits until it answers Version.
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
-	d.cmd = exec.Command(enrootCRI, "serve", "--config", d.config)
+	argv := append(append([]string{}, d.wrapper...), enrootCRI, "serve", "--config", d.config)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.log = &bytes.Buffer{}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.ExtraFiles = d.inherit
 	require.NoError(t, d.cmd.Start())
 	if d.conn == nil {
 		// Once, and first: cleanups run last-registered first, so later ones (pod

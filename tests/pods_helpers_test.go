@@ -23,6 +23,7 @@ type podEnv struct {
 	*daemon
 	bridge, subnet, ipam string
 	image                string
+	reg                  *testregistry.Registry
 }
 
 // newPodEnv starts a daemon whose CNI network is a private bridge with no route out
@@ -51,7 +52,7 @@ func newPodEnvSlurm(t *testing.T, extra, cgroupConf string) *podEnv {
 	reg := startRegistry(t, testregistry.Options{})
 	pushBusybox(t, reg, "test/busybox:1")
 	n := rand.IntN(200) + 20
-	e := &podEnv{bridge: fmt.Sprintf("ecri%d", n), subnet: fmt.Sprintf("10.231.%d.0/24", n)}
+	e := &podEnv{bridge: fmt.Sprintf("ecri%d", n), subnet: fmt.Sprintf("10.231.%d.0/24", n), reg: reg}
 	e.daemon = newDaemon(t, "")
 	e.ipam = filepath.Join(e.dir, "ipam")
 	cniDir := filepath.Join(e.dir, "cni")

@@ -7,10 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/daemon"
@@ -112,6 +115,13 @@ func internalNoArg(args []string, run func() error, stderr io.Writer) int {
 }
 
 func serve(args []string, stderr io.Writer) int {
+	// Descriptors the daemon was started with (a careless service manager or shell)
+	// must reach no shim and no container: the daemon's children get only what it
+	// passes them.
+	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintf(stderr, "enroot-cri: close inherited descriptors: %v\n", err)
+		return 1
+	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", config.DefaultPath, "configuration file")

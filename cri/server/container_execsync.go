@@ -13,8 +13,9 @@ import (
 )
 
 // maxExecSyncOutput caps each captured stream of ExecSync, as the kubelet's probes need
-// little and a runaway command must not exhaust the daemon.
-const maxExecSyncOutput = 16 << 20
+// little and a runaway command must not exhaust the daemon: both together stay under
+// the kubelet's 16 MiB message limit.
+const maxExecSyncOutput = 8<<20 - 32<<10
 
 // ExecSync runs a command in a running container and returns its output and exit
 // code; a timeout (seconds, 0 for none) kills it.

@@ -37,17 +37,6 @@ func command(cfg *runtimeapi.ContainerConfig, img *image.Image) []string {
 	}
 }
 
-// environment is the container's base environment: defaults, then the image's (the
-// Enroot environ.d files and the CRI's follow, in containerConfig); a later value of a
-// name replaces an earlier one in place.
-func environment(img *image.Image, hostname string, home string) []string {
-	env := enroot.MergeEnv([]string{defaultPathEnv, "HOSTNAME=" + hostname}, img.Env)
-	if _, ok := enroot.Lookup(env, "HOME"); !ok {
-		env = append(env, "HOME="+home)
-	}
-	return env
-}
-
 // podMounts are /etc/hosts, /etc/resolv.conf and /etc/hostname from the pod, unless
 // the container mounts its own.
 func podMounts(pod *podRecord, cfg *runtimeapi.ContainerConfig) []specs.Mount {

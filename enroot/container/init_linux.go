@@ -383,8 +383,9 @@ func adjustMount(mounted int, opts mountOptions) error {
 	dest := inroot.ProcPath(mounted)
 	if opts.bind && opts.flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
 		// Bind mounts take ro, nosuid and friends only on a remount.
-		if err := unix.Mount("", dest, "", opts.flags&^unix.MS_REC|unix.MS_REMOUNT|unix.MS_BIND, ""); err != nil &&
-			!(errors.Is(err, unix.EPERM) && opts.flags&unix.MS_RDONLY == 0) {
+		// EPERM for a writable bind: its source is read-only on the host (locked).
+		err := unix.Mount("", dest, "", opts.flags&^unix.MS_REC|unix.MS_REMOUNT|unix.MS_BIND, "")
+		if err != nil && (!errors.Is(err, unix.EPERM) || opts.flags&unix.MS_RDONLY != 0) {
 			return fmt.Errorf("remount: %w", err)
 		}
 	}

@@ -177,7 +177,8 @@ func configFile(cfg *Config) (*os.File, error) {
 		return nil, fmt.Errorf("create init configuration: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "config")
-	if _, err := f.Write(data); err == nil {
+	_, err = f.Write(data)
+	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err != nil {

@@ -96,7 +96,7 @@ func Dial(netns, addr string) (net.Conn, error) {
 func setThreadGroups(groups []uint32) error {
 	var ptr unsafe.Pointer
 	if len(groups) > 0 {
-		ptr = unsafe.Pointer(&groups[0])
+		ptr = unsafe.Pointer(&groups[0]) //nolint:gosec // setgroups(2) takes the array by address
 	}
 	if _, _, errno := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(ptr), 0); errno != 0 {
 		return fmt.Errorf("set supplementary groups %v: %w", groups, errno)

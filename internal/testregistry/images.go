@@ -245,3 +245,13 @@ func dirsOf(p string, seen map[string]bool) []Entry {
 	}
 	return out
 }
+
+// CompressedLayer is a gzip layer from its compressed bytes and the digest of its
+// uncompressed tar (for layers too large to hold uncompressed, such as a gzip bomb).
+func CompressedLayer(gz []byte, diffID string) (v1.Layer, error) {
+	h, err := v1.NewHash(diffID)
+	if err != nil {
+		return nil, err
+	}
+	return &layer{compressed: gz, diffID: h, mediaType: types.DockerLayer}, nil
+}

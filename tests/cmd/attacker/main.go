@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +39,8 @@ func main() {
 		fmt.Printf("%s set=%v value=%q\n", arg(2), ok, v)
 	case "peek-root":
 		peekRoot()
+	case "with-session-keyring":
+		err = withSessionKeyring(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown attack %q", os.Args[1])
 	}
@@ -99,7 +103,8 @@ func exeHunt(d time.Duration) {
 		dirs, _ := filepath.Glob("/proc/[0-9]*")
 		for _, dir := range dirs {
 			target, err := os.Readlink(dir + "/exe")
-			if err != nil || reported[target] || !(strings.Contains(target, "enroot-cri") || strings.Contains(target, "nsenter")) {
+			runtimeBinary := strings.Contains(target, "enroot-cri") || strings.Contains(target, "nsenter")
+			if err != nil || reported[target] || !runtimeBinary {
 				continue
 			}
 			reported[target] = true
@@ -156,6 +161,20 @@ func keyring(op, name, value string) error {
 	return nil
 }
 
+// withSessionKeyring runs a command in a session keyring of its own, as systemd
+// starts a service (the host side of the keyring attack: the daemon has one).
+func withSessionKeyring(argv []string) error {
+	runtime.LockOSThread() // the keyring is the thread's; this one executes the command
+	if _, err := unix.KeyctlJoinSessionKeyring("enroot-cri-test"); err != nil {
+		return fmt.Errorf("join a session keyring: %w", err)
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return err
+	}
+	return unix.Exec(path, argv, os.Environ())
+}
+
 // fds lists the descriptors this process was started with, beyond stdio.
 func fds() {
 	entries, _ := os.ReadDir("/proc/self/fd")
@@ -165,8 +184,9 @@ func fds() {
 			continue
 		}
 		target, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || strings.HasPrefix(target, "/proc/") && strings.HasSuffix(target, "/fd") {
-			continue // the directory being read
+		if err != nil || strings.HasPrefix(target, "/proc/") && strings.HasSuffix(target, "/fd") ||
+			strings.HasPrefix(target, "/sys/fs/cgroup/") {
+			continue // the directory being read; the Go runtime's own cgroup files (GOMAXPROCS)
 		}
 		fmt.Printf("INHERITED %d %s\n", n, target)
 	}
