@@ -37,7 +37,7 @@ func TestConfigCommandPrintsWhatServeAccepts(t *testing.T) {
 func TestVersionCommand(t *testing.T) {
 	out, code := runCLI(t, "version")
 	require.Equal(t, 0, code)
-	assert.Regexp(t, `^enroot-cri \S+ \(CRI v1, go[\d.]+\)\n$`, out)
+	assert.Regexp(t, `^enroot-cri \d+\.\d+\.\d+(-\S+)? \(CRI v1, go[\d.]+\)\n$`, out, "a semantic version, which the kubelet parses")
 }
 
 func TestServeRejectsBadConfiguration(t *testing.T) {

@@ -133,6 +133,31 @@ func TestImagesSurviveRestart(t *testing.T) {
 	assert.Equal(t, pulled.ImageRef, st.Image.Id)
 }
 
+// An empty or corrupt image record is moved aside and logged; the daemon serves the
+// other images.
+func TestCorruptImageRecordIsSetAside(t *testing.T) {
+	reg := startRegistry(t, testregistry.Options{})
+	pushBusybox(t, reg, "keep/busybox:1")
+	d := newDaemon(t, "")
+	d.start(t)
+	ref := reg.Host + "/keep/busybox:1"
+	_, err := d.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	require.NoError(t, err)
+	require.NoError(t, d.stop(t))
+	images := filepath.Join(d.dir, "root", "images")
+	bad := strings.Repeat("ab", 32)
+	require.NoError(t, os.WriteFile(filepath.Join(images, bad+".json"), nil, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(images, bad+".sqsh"), []byte("x"), 0o600))
+	d.start(t)
+	st, err := d.images.ImageStatus(context.Background(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	require.NoError(t, err)
+	assert.NotNil(t, st.Image, "the good image is still served")
+	assert.NoFileExists(t, filepath.Join(images, bad+".json"))
+	moved, _ := filepath.Glob(filepath.Join(images, "quarantine", "*", bad+".*"))
+	assert.Len(t, moved, 2, "the record and its squashfs are kept aside for the operator")
+	assert.Contains(t, d.log.String(), "image record unreadable")
+}
+
 func TestPullKilledMidwayLeavesNothing(t *testing.T) {
 	reg := startRegistry(t, testregistry.Options{BlobStall: time.Hour})
 	pushBusybox(t, reg, "slow/busybox:1")

@@ -118,6 +118,34 @@ func TestExecAttachAndPortForwardThroughCrictl(t *testing.T) {
 	assert.Equal(t, "forwarded\n", body)
 }
 
+// A terminal is made in the container's own devpts: tty(1) names it there, for the
+// container's process and for exec -t, under both kinds of handler.
+func TestTerminalInsideTheContainer(t *testing.T) {
+	e := newPodEnv(t)
+	for _, handler := range []string{"", "enroot"} {
+		cfg := e.podConfig("tty-"+handler, nil)
+		pod := e.runPodWith(t, cfg, handler)
+		id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Command: []string{"/bin/sh", "-c", `tty; ls /dev/pts; exec sleep 1000`}, Tty: true, LogPath: "c.log",
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				RunAsUser: &runtimeapi.Int64Value{Value: 0}}},
+		})
+		_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "ptmx") }, 10*time.Second, 50*time.Millisecond)
+		assert.Contains(t, e.logText(t, id), "stdout F /dev/pts/0", handler)
+		// crictl wants a terminal of its own: script(1) gives it one.
+		crictl := e.crictlCmd(t, "exec", "-it", id, "/bin/sh", "-c", "tty; stty size")
+		cmd := exec.Command("script", "-qec", strings.Join(crictl.Args, " "), "/dev/null")
+		raw, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", raw)
+		out := string(raw)
+		assert.Regexp(t, `/dev/pts/\d+`, out, "exec -t gets a terminal of the container (%s)", handler)
+		assert.NotContains(t, out, "not a tty", handler)
+	}
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "slurm":
 		return slurm(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "%s %s (CRI %s, %s)\n", version.RuntimeName, version.Version, version.CRIAPIVersion, runtime.Version())
+		fmt.Fprintf(stdout, "%s %s (CRI %s, %s)\n", version.RuntimeName, version.Semantic(), version.CRIAPIVersion, runtime.Version())
 		return 0
 	case "shim": // internal: the per-container monitor the daemon starts
 		return internal(args, container.RunShim, stderr)

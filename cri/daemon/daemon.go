@@ -61,12 +61,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	defer stopStreaming()
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(l) }()
-	log.Info("enroot-cri listening", "socket", cfg.Socket, "streaming", sl.Addr().String(), "version", version.Version)
+	log.Info("enroot-cri listening", "socket", cfg.Socket, "streaming", sl.Addr().String(), "version", version.Semantic())
 
 	images, err := openImages(cfg)
 	if err != nil {
 		g.Stop()
 		return err
+	}
+	for _, q := range images.Quarantined() {
+		log.Error("image record unreadable: moved aside, the other images are served", "moved_to", q.Path, "error", q.Err)
 	}
 	if err := srv.Ready(images); err != nil {
 		g.Stop()

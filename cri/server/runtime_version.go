@@ -16,7 +16,7 @@ func (s *Server) Version(ctx context.Context, _ *runtimeapi.VersionRequest) (*ru
 	return &runtimeapi.VersionResponse{
 		Version:           kubeletAPIVersion,
 		RuntimeName:       version.RuntimeName,
-		RuntimeVersion:    version.Version,
+		RuntimeVersion:    version.Semantic(),
 		RuntimeApiVersion: version.CRIAPIVersion,
 	}, nil
 }

@@ -29,6 +29,7 @@ const (
 	execBinaryFd  = 3
 	execSpecFd    = 4
 	execNsenterFd = 5 // a sealed copy of util-linux's nsenter
+	execConsoleFd = 6 // with a terminal: where the stage sends the terminal's master
 )
 
 // TerminalSize is a terminal's width and height in characters.
@@ -70,6 +71,7 @@ type execSpec struct {
 	PresetGroups bool     `json:"preset_groups,omitempty"`
 	Groups       []uint32 `json:"groups,omitempty"`
 	AsUser       bool     `json:"as_user,omitempty"`
+	Terminal     bool     `json:"terminal,omitempty"`
 }
 
 // Exec runs a process in a running container, with the container's namespaces,
@@ -87,6 +89,7 @@ func (e *Engine) Exec(ctx context.Context, id string, opts ExecOptions) (int, er
 	if err != nil {
 		return 0, err
 	}
+	spec.Terminal = opts.Tty
 	nsenter, err := e.nsenter()
 	if err != nil {
 		return 0, err
@@ -189,18 +192,17 @@ func nsenterFlags(spec *specs.Spec) []string {
 }
 
 func runExec(ctx context.Context, cmd *exec.Cmd, opts ExecOptions) (int, error) {
-	var master *os.File
+	var console *os.File
 	if opts.Tty {
-		m, slave, err := openPty()
+		// The stage makes the terminal in the container's devpts and sends its master.
+		keep, give, err := consolePair()
 		if err != nil {
 			return 0, err
 		}
-		defer m.Close()
-		master = m
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-		cmd.SysProcAttr.Setctty = true
-		cmd.SysProcAttr.Ctty = 0
-		defer slave.Close()
+		defer keep.Close()
+		console = keep
+		cmd.ExtraFiles = append(cmd.ExtraFiles, give)
+		defer give.Close()
 	} else {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
 	}
@@ -208,8 +210,17 @@ func runExec(ctx context.Context, cmd *exec.Cmd, opts ExecOptions) (int, error) 
 		return 0, fmt.Errorf("start exec: %w", err)
 	}
 	copies := make(chan struct{})
-	if master != nil {
-		cmd.Stdin.(*os.File).Close() // the slave: only the child holds it now
+	stage := 0 // with a terminal, the command leads a session of its own
+	if console != nil {
+		cmd.ExtraFiles[len(cmd.ExtraFiles)-1].Close() // only the child holds it now
+		master, pid, err := receiveTerminal(console)
+		if err != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+			return 0, err
+		}
+		stage = pid
+		defer master.Close()
 		go resizeLoop(master, opts.Resize)
 		if opts.Stdin != nil {
 			go func() { _, _ = io.Copy(master, opts.Stdin) }()
@@ -225,8 +236,14 @@ func runExec(ctx context.Context, cmd *exec.Cmd, opts ExecOptions) (int, error) 
 	case err = <-done:
 	case <-ctx.Done():
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its session: nsenter and the command
+		if stage > 0 {
+			_ = syscall.Kill(-stage, syscall.SIGKILL)
+		}
 		killed := <-done
 		waitGroupGone(cmd.Process.Pid)
+		if stage > 0 {
+			waitGroupGone(stage)
+		}
 		<-copies
 		return 0, fmt.Errorf("exec: %w", errors.Join(ctx.Err(), killed))
 	}
@@ -315,6 +332,11 @@ func RunExecStage() error {
 	}
 	if !spec.AsUser {
 		if err := becomeUser(spec.Security, spec.User, spec.PresetGroups); err != nil {
+			return err
+		}
+	}
+	if spec.Terminal {
+		if err := takeTerminal(execConsoleFd); err != nil {
 			return err
 		}
 	}

@@ -21,10 +21,11 @@ import (
 
 // Descriptors the shim hands the container's init (see docs/internals.md).
 const (
-	initSyncFd   = 3 // init writes "ready ENV\n" (ENV: the final environment, JSON) or "error: …\n"; closes on exec
-	initStartFd  = 4 // init reads one byte: it is in its cgroup, go on; then another: start now
-	initConfigFd = 5 // the init's Config, JSON
-	initRootFd   = 6 // with a user namespace: the ID-mapped root to attach; mount sources follow
+	initSyncFd    = 3 // init writes "ready ENV\n" (ENV: the final environment, JSON) or "error: …\n"; closes on exec
+	initStartFd   = 4 // init reads one byte: it is in its cgroup, go on; then another: start now
+	initConfigFd  = 5 // the init's Config, JSON
+	initConsoleFd = 6 // with a terminal: where the init sends the terminal's master
+	initRootFd    = 7 // with a user namespace: the ID-mapped root to attach; mount sources follow
 )
 
 // defaultPath is the PATH used to find the command when the container sets none.
@@ -72,6 +73,11 @@ func prepareAndWait(sync *os.File) error {
 	}
 	if err := unshareCgroup(spec); err != nil {
 		return err
+	}
+	if spec.Process.Terminal {
+		if err := takeTerminal(initConsoleFd); err != nil {
+			return err
+		}
 	}
 	if err := setOOMScore(spec.Process.OOMScoreAdj); err != nil {
 		return err

@@ -56,9 +56,10 @@ type shim struct {
 	log    *logWriter
 	stdin  io.WriteCloser // the container's stdin (a pipe or the terminal), when it has one
 	master *os.File       // the terminal's master side, for resize
-	// afterStart run once the init runs: the shim drops its copy of a terminal's slave
-	// end so that the master reports EOF when the container is done with it.
-	afterStart []func()
+	// console receives the terminal's master from the init, which opens the terminal
+	// in the container's devpts; console is handed to the init as initConsoleFd.
+	console, consoleInit *os.File
+	logw                 *logWriter
 }
 
 // RunShim is `enroot-cri shim BUNDLE`. The daemon starts it detached, in its own
@@ -127,12 +128,25 @@ func (s *shim) create(sealedBin *os.File) error {
 		return err
 	}
 	defer closeAll(files)
-	s.cmd.ExtraFiles = append([]*os.File{syncW, startR}, files...)
+	// files: the configuration (5), the console socket or nothing (6), the root and mount
+	// sources (7 on).
+	extra := []*os.File{syncW, startR, files[0], s.consoleInit}
+	s.cmd.ExtraFiles = append(extra, files[1:]...)
 	err = s.startInit()
 	syncW.Close()
 	startR.Close()
+	if s.consoleInit != nil {
+		s.consoleInit.Close()
+	}
 	if err != nil {
 		return fmt.Errorf("start container init: %w", err)
+	}
+	if s.console != nil {
+		if err := s.takeTerminal(); err != nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+			return err
+		}
 	}
 	return s.waitReady()
 }
@@ -145,7 +159,7 @@ func (s *shim) initFiles() ([]*os.File, error) {
 	var extra []*os.File
 	if usernsOf(&cfg.Spec) {
 		var err error
-		if extra, err = s.userns(s.selfExe(), &cfg); err != nil {
+		if extra, err = s.userns(s.selfExe(), &cfg); err != nil { // numbered from initRootFd
 			return nil, err
 		}
 	}
@@ -308,20 +322,12 @@ func (s *shim) setupStdio() error {
 }
 
 func (s *shim) setupTerminal(w *logWriter) error {
-	master, slave, err := openPty()
+	// The init's stdio stays /dev/null until it makes its terminal in the container.
+	keep, give, err := consolePair()
 	if err != nil {
 		return err
 	}
-	s.cmd.Stdin, s.cmd.Stdout, s.cmd.Stderr = slave, slave, slave
-	s.cmd.SysProcAttr.Setctty = true
-	s.cmd.SysProcAttr.Ctty = 0
-	s.closer = append(s.closer, master)
-	s.master = master
-	if s.cfg.Stdin {
-		s.stdin = master
-	}
-	s.afterStart = append(s.afterStart, func() { slave.Close() })
-	s.copy(w, Stdout, frameStdout, master)
+	s.console, s.consoleInit, s.logw = keep, give, w
 	return nil
 }
 
@@ -334,35 +340,24 @@ func (s *shim) copy(w *logWriter, stream string, frame byte, r io.Reader) {
 	}()
 }
 
-// openPty opens a new pseudo-terminal pair.
-func openPty() (*os.File, *os.File, error) {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+// takeTerminal receives the terminal the init made and copies its output.
+func (s *shim) takeTerminal() error {
+	master, _, err := receiveTerminal(s.console)
+	s.console.Close()
 	if err != nil {
-		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
+		return err
 	}
-	fd := int(master.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	s.closer = append(s.closer, master)
+	s.master = master
+	if s.cfg.Stdin {
+		s.stdin = master
 	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("find pty: %w", err)
-	}
-	slave, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, fmt.Errorf("open pty: %w", err)
-	}
-	return master, slave, nil
+	s.copy(s.logw, Stdout, frameStdout, master)
+	return nil
 }
 
 // wait waits for the init to end, lets its output drain, and records the exit status.
 func (s *shim) wait() error {
-	for _, f := range s.afterStart {
-		f()
-	}
 	err := s.cmd.Wait()
 	exit := Exit{FinishedAt: time.Now().UTC()}
 	var ee *exec.ExitError

@@ -48,6 +48,8 @@ type Store struct {
 	mu      sync.Mutex
 	byID    map[string]*Image
 	pulling map[string]int // blob digests in-flight pulls still need
+	// quarantined are records Open could not read (it moved them aside).
+	quarantined []Quarantined
 }
 
 // Open opens (creating if needed) the store under opts.Root and recovers it: records
@@ -91,24 +93,55 @@ func (s *Store) recover() error {
 	for _, e := range entries {
 		if hex, ok := strings.CutSuffix(e.Name(), ".json"); ok && !strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 			img, err := readImage(filepath.Join(s.images, e.Name()))
-			if err != nil {
-				return err
+			if err == nil && img.ID != "sha256:"+hex {
+				err = fmt.Errorf("image record %s names image %s", e.Name(), img.ID)
 			}
-			if img.ID != "sha256:"+hex {
-				return fmt.Errorf("image record %s names image %s", e.Name(), img.ID)
+			if err != nil {
+				if err := s.quarantine(hex, err); err != nil {
+					return err
+				}
+				continue
 			}
 			s.byID[img.ID] = img
 		}
 	}
 	for _, e := range entries {
+		if e.IsDir() {
+			continue // the quarantine
+		}
 		hex := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".json"), ".sqsh")
 		if _, ok := s.byID["sha256:"+hex]; !ok || strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
-			if err := os.Remove(filepath.Join(s.images, e.Name())); err != nil {
+			if err := os.Remove(filepath.Join(s.images, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove leftover %s: %w", e.Name(), err)
 			}
 		}
 	}
 	return s.blobs.prune(s.blobsInUseLocked())
+}
+
+// Quarantined is an image record the store could not read at start: it and its
+// squashfs were moved to Path, and the store serves the other images.
+type Quarantined struct {
+	Path string
+	Err  error
+}
+
+// Quarantined lists the records set aside when the store opened.
+func (s *Store) Quarantined() []Quarantined { return s.quarantined }
+
+// quarantine moves an unreadable record and its squashfs to images/quarantine.
+func (s *Store) quarantine(hex string, why error) error {
+	dir := filepath.Join(s.images, "quarantine", time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("quarantine image record %s: %w", hex, err)
+	}
+	for _, name := range []string{hex + ".json", hex + ".sqsh"} {
+		if err := os.Rename(filepath.Join(s.images, name), filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("quarantine %s: %w", name, err)
+		}
+	}
+	s.quarantined = append(s.quarantined, Quarantined{Path: dir, Err: why})
+	return nil
 }
 
 func (s *Store) blobsInUseLocked() map[string]bool {
