@@ -74,12 +74,14 @@ test-packages: deb rpm ## lintian the .deb, rpm -qpi/-qpl the .rpm, install the 
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	GO=$(GO) ./tests/packages.sh
 
-SLURM_PACKAGES := slurmd slurmctld slurm-client munge
+SLURM_PACKAGES := slurmd slurmctld slurm-client munge libslurm-dev
+# Enroot and pyxis are built from ../shared/thirdparty (or ENROOT_SRC, PYXIS_SRC) with these.
+ENROOT_BUILD_PACKAGES := build-essential libbsd-dev makeself curl gawk jq parallel pigz pv zstd libcap2-bin passwd
 
-test-slurm-parity: deps build ## start slurmctld+slurmd on 127.0.0.1, run srun and pods under the same cgroup.conf, compare the cgroups
-	@missing=""; for p in $(SLURM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+test-slurm-parity: deps build ## slurmd on 127.0.0.1: cgroups of steps and pods under the same cgroup.conf; pyxis+Enroot steps vs pods (docs/parity.md)
+	@missing=""; for p in $(SLURM_PACKAGES) $(ENROOT_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
-	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
+	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog|TestEnrootParity|TestStockEnrootConfiguration' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 GOLANGCI_LINT_VERSION := v2.15.0
 

@@ -73,7 +73,8 @@ func ExpandSlice(slice string) (string, error) {
 
 // ViewDir is one directory of a container's view of its own cgroup at /sys/fs/cgroup:
 // Name under /sys/fs/cgroup (empty on cgroup v2: the view is the cgroup itself), the
-// host directory it shows, or a symlink to a sibling (v1's cpu -> cpu,cpuacct).
+// host directory it shows, or a symlink to a sibling (v1's cpu -> cpu,cpuacct); with
+// neither, an empty directory.
 type ViewDir struct {
 	Name   string `json:"name"`
 	Source string `json:"source,omitempty"`
@@ -98,11 +99,13 @@ func View(path string) []ViewDir {
 			}
 			continue
 		}
-		if !e.IsDir() || name == "unified" {
+		if !e.IsDir() {
 			continue
 		}
 		if dir := filepath.Join(full, path); isDir(dir) {
 			out = append(out, ViewDir{Name: name, Source: dir})
+		} else if name == "unified" {
+			out = append(out, ViewDir{Name: name}) // hybrid: an empty directory, as a mount point
 		}
 	}
 	return out

@@ -78,8 +78,12 @@ func newDaemon(t *testing.T, extra string) *daemon {
 	d := &daemon{dir: dir, socket: filepath.Join(dir, "enroot-cri.sock"), config: filepath.Join(dir, "config.toml")}
 	// The Slurm cgroup.conf is the test's own (absent unless a test writes it), never
 	// the host's.
-	cfg := fmt.Sprintf("socket = %q\nroot = %q\nstate = %q\n[cgroups]\nslurm_cgroup_conf = %q\n[enroot]\nconfig_dir = %q\n%s",
-		d.socket, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.slurmConf(), filepath.Join(dir, "enroot"), extra)
+	cfg := fmt.Sprintf("socket = %q\nroot = %q\nstate = %q\n[cgroups]\nslurm_cgroup_conf = %q\n",
+		d.socket, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.slurmConf())
+	if !strings.Contains(extra, "[enroot]\n") { // the test's own Enroot configuration, never the host's
+		cfg += fmt.Sprintf("[enroot]\nconfig_dir = %q\n", filepath.Join(dir, "enroot"))
+	}
+	cfg += extra
 	require.NoError(t, os.WriteFile(d.config, []byte(cfg), 0o644))
 	return d
 }

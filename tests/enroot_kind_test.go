@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/enroot-cri/enroot-cri/internal/testregistry"
 )
 
 // hostUser makes a user account on this machine for the test (an Enroot handler runs
@@ -84,6 +87,29 @@ func TestEnrootHandlerRunsPodsAsEnrootDoes(t *testing.T) {
 	assert.Contains(t, out, "Seccomp: 2")
 	assert.Contains(t, out, "chown=0 owner=0:0", "chown succeeds without effect")
 	assert.Contains(t, out, "HOME=/root USER=root")
+
+	// The image's volumes come from its /etc/fstab, as Enroot mounts them: writable
+	// directories of a read-only root.
+	entries, err := testregistry.BusyboxEntries()
+	require.NoError(t, err)
+	l, err := testregistry.Layer(entries, testregistry.Gzip, false)
+	require.NoError(t, err)
+	img, err := testregistry.Image(v1.Config{Env: []string{"PATH=/bin"}, Volumes: map[string]struct{}{"/data": {}}}, false, l)
+	require.NoError(t, err)
+	_, err = e.reg.Push("test/volume:1", img)
+	require.NoError(t, err)
+	_, err = e.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: e.reg.Host + "/test/volume:1"}})
+	require.NoError(t, err)
+	vid := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "volume"},
+		Image: &runtimeapi.ImageSpec{Image: e.reg.Host + "/test/volume:1"}, LogPath: "volume.log",
+		Command: []string{"/bin/sh", "-c", `cat /etc/fstab; touch /data/x && echo data-writable; touch /x 2>&1`}})
+	_, err = e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: vid})
+	require.NoError(t, err)
+	e.waitExited(t, vid)
+	vol := e.logText(t, vid)
+	assert.Contains(t, vol, "${ENROOT_ROOTFS}/data /data none x-create=dir,bind,rw,nosuid,nodev")
+	assert.Contains(t, vol, "data-writable")
+	assert.Contains(t, vol, "Read-only file system")
 
 	// ENROOT_REMAP_ROOT: root inside, the pod's user on the host.
 	rcfg := e.podConfig("enroot-remap", nil)

@@ -64,6 +64,9 @@ func newPodEnvSlurm(t *testing.T, extra, cgroupConf string) *podEnv {
 	require.NoError(t, os.WriteFile(filepath.Join(cniDir, "10-test.conflist"), []byte(conf), 0o644))
 	cfg, err := os.ReadFile(e.config)
 	require.NoError(t, err)
+	if strings.Contains(extra, "[enroot]\n") { // the test brings its own
+		cfg = []byte(strings.Replace(string(cfg), fmt.Sprintf("[enroot]\nconfig_dir = %q\n", filepath.Join(e.dir, "enroot")), "", 1))
+	}
 	cfg = append(cfg, fmt.Sprintf("[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\"]\n%s", cniDir, extra)...)
 	require.NoError(t, os.WriteFile(e.config, cfg, 0o644))
 	if cgroupConf != "" {

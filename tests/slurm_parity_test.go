@@ -29,6 +29,7 @@ import (
 type slurmCluster struct {
 	dir, conf, node string
 	slurmd          *exec.Cmd
+	env             []string // more environment for slurmd (and so for its steps' plugins)
 }
 
 // confinement is what one cgroup gives a step or a container.
@@ -280,10 +281,11 @@ ReturnToService=2
 NodeName=%[5]s NodeHostname=%[6]s NodeAddr=127.0.0.1 CPUs=%[7]s RealMemory=%[8]s State=UNKNOWN
 PartitionName=parity Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 `, freePort(t), freePort(t), dir, sock, c.node, host, hw[1], hw[2])
-	if extraConf != "" {
-		conf = strings.Replace(conf, "State=UNKNOWN\n", "State=UNKNOWN Gres="+gresOf(gresConf)+"\n", 1) + extraConf
+	if gresConf != "" {
+		conf = strings.Replace(conf, "State=UNKNOWN\n", "State=UNKNOWN Gres="+gresOf(gresConf)+"\n", 1)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "etc", "gres.conf"), []byte(strings.ReplaceAll(gresConf, "NODE", c.node)), 0o644))
 	}
+	conf += extraConf
 	require.NoError(t, os.WriteFile(c.conf, []byte(conf), 0o644))
 	ctld := exec.Command("slurmctld", "-D", "-i", "-f", c.conf)
 	ctld.Env = append(os.Environ(), "SLURM_CONF="+c.conf)
@@ -308,7 +310,7 @@ func (c *slurmCluster) restart(t *testing.T, cgroupConf string) {
 	removeSlurmCgroups(c.node)
 	require.NoError(t, os.WriteFile(filepath.Join(c.dir, "etc", "cgroup.conf"), []byte(cgroupConf), 0o644))
 	c.slurmd = exec.Command("slurmd", "-D", "-N", c.node, "-f", c.conf)
-	c.slurmd.Env = append(os.Environ(), "SLURM_CONF="+c.conf)
+	c.slurmd.Env = append(append(os.Environ(), "SLURM_CONF="+c.conf), c.env...)
 	require.NoError(t, c.slurmd.Start())
 	require.Eventually(t, func() bool {
 		cmd := exec.Command("sinfo", "-h", "-n", c.node, "-o", "%t")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -59,6 +60,9 @@ func (s *Server) enrootContainer(ctx context.Context, out *container.Config, pod
 	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 	spec.Mounts = withoutGID(container.UsernsMounts(spec.Mounts))
 	spec.Root.Readonly = spec.Root.Readonly || !settings.Flag("ENROOT_ROOTFS_WRITABLE")
+	if spec.Root.Readonly {
+		readonlyPodFiles(spec, pod)
+	}
 	if err := s.enrootSecurity(spec, pod, cfg, eu); err != nil {
 		return identity{}, err
 	}
@@ -203,7 +207,8 @@ func (s *Server) enrootConfig(dir string, settings enroot.Settings, h config.Run
 		settings["ENROOT_REMAP_ROOT"] = "y"
 	}
 	a := eu.account
-	exported := settings.Exported(enroot.Installation{LibraryPath: s.enrootLibrary(settings), SysconfPath: dir,
+	lib := s.enrootLibrary(settings)
+	exported := settings.Exported(enroot.Installation{LibraryPath: lib, SysconfPath: dir,
 		Home: a.Home, Processors: runtime.NumCPU()})
 	who := []string{"HOME=" + a.Home, "USER=" + a.Name, "LOGNAME=" + a.Name, "SHELL=" + a.Shell}
 	identity := who
@@ -211,8 +216,22 @@ func (s *Server) enrootConfig(dir string, settings enroot.Settings, h config.Run
 		identity = []string{"HOME=/root", "USER=root", "LOGNAME=" + a.Name, "SHELL=/bin/sh"}
 	}
 	return &container.EnrootConfig{Dir: dir, Settings: exported, Identity: identity,
-		HookEnv: append(who, "PATH="+hookPath, "NVIDIA_VISIBLE_DEVICES=void"),
+		HookEnv: append(who, "PATH="+hookPATH(lib), "NVIDIA_VISIBLE_DEVICES=void"),
 		Hooks:   !h.DisableHooks, RCLocal: true, Fstab: true}
+}
+
+// hookPATH is the host PATH hooks run with, Enroot's own bin directory first (the
+// helpers the stock hooks call, enroot-mount among them, are installed beside its
+// library: <prefix>/lib/enroot and <prefix>/bin).
+func hookPATH(lib string) string {
+	if lib == "" {
+		return hookPath
+	}
+	bin := filepath.Join(filepath.Dir(filepath.Dir(lib)), "bin")
+	if slices.Contains(filepath.SplitList(hookPath), bin) {
+		return hookPath
+	}
+	return bin + ":" + hookPath
 }
 
 // enrootLibrary is ENROOT_LIBRARY_PATH: Enroot's configuration, else ours.
@@ -221,6 +240,17 @@ func (s *Server) enrootLibrary(settings enroot.Settings) string {
 		return v
 	}
 	return s.cfg.EnrootLibraryPath()
+}
+
+// readonlyPodFiles binds the pod's hosts, resolv.conf and hostname read-only, as
+// Enroot's 20-config.fstab binds the host's, when the root is read-only.
+func readonlyPodFiles(spec *specs.Spec, pod *podRecord) {
+	files := map[string]bool{"/etc/hosts": true, "/etc/resolv.conf": true, "/etc/hostname": true}
+	for i, m := range spec.Mounts {
+		if files[m.Destination] && filepath.Dir(m.Source) == pod.Sandbox.Dir {
+			spec.Mounts[i].Options = append(slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "rw" }), "ro")
+		}
+	}
 }
 
 // withoutGID drops devpts's gid= option: the tty group is not mapped in a user

@@ -41,9 +41,12 @@ func mountCgroupView(rootfd int, cfg *Config) error {
 	}
 	defer unix.Close(top)
 	for i, d := range view {
-		if d.Link != "" {
+		switch {
+		case d.Link != "":
 			err = unix.Symlinkat(d.Link, top, d.Name)
-		} else {
+		case d.Source == "":
+			err = unix.Mkdirat(top, d.Name, 0o755)
+		default:
 			err = bindView(rootfd, path.Join(cgroupRoot, d.Name), d.Source, fdOf(cfg.ViewFds, i))
 		}
 		if err != nil {

@@ -70,7 +70,8 @@ type Config struct {
 }
 
 // CgroupDir is one directory of a container's /sys/fs/cgroup: Name under it (empty:
-// /sys/fs/cgroup itself), the host directory it shows, or a symlink to a sibling.
+// /sys/fs/cgroup itself), the host directory it shows, or a symlink to a sibling; with
+// neither, an empty directory.
 type CgroupDir struct {
 	Name   string `json:"name"`
 	Source string `json:"source,omitempty"`

@@ -41,15 +41,16 @@ func DefaultDevices() []specs.LinuxDevice {
 }
 
 // UsernsMounts adapts mounts to a container in its own user namespace, which may not
-// mount sysfs or mqueue for namespaces the host owns: /sys becomes the host's bound
-// read-only, /dev/mqueue is left out.
+// mount sysfs or mqueue for namespaces the host owns: /sys becomes a bind of a sysfs
+// the shim makes in the container's network namespace, read-only; /dev/mqueue is left
+// out.
 func UsernsMounts(mounts []specs.Mount) []specs.Mount {
 	var out []specs.Mount
 	for _, m := range mounts {
 		switch m.Type {
 		case "sysfs":
 			out = append(out, specs.Mount{Destination: m.Destination, Type: "bind", Source: "/sys",
-				Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}})
+				Options: []string{"bind", "nosuid", "noexec", "nodev", "ro"}})
 		case "mqueue":
 		default:
 			out = append(out, m)

@@ -278,7 +278,8 @@ func privateTmpfs(dir string) error {
 	return nil
 }
 
-// mountAll creates the image's volumes and mounts the spec's mounts, in order.
+// mountAll creates the image's volumes, mounts the spec's mounts, in order, and the
+// container's view of its cgroup.
 func mountAll(rootfd int, cfg *Config) error {
 	for _, v := range cfg.Volumes {
 		fd, err := inroot.MkdirAll(rootfd, v, 0o755)
@@ -300,16 +301,15 @@ func mountAll(rootfd int, cfg *Config) error {
 			return fmt.Errorf("mount %s on %s: %w", m.Source, m.Destination, err)
 		}
 	}
-	return nil
+	// Before the hooks: Enroot's 10-cgroups.sh binds the container's cgroup onto the
+	// directories it expects at /sys/fs/cgroup.
+	return mountCgroupView(rootfd, cfg)
 }
 
-// finishRootfs adds what comes after the mounts: device nodes, the cgroup view, masked
-// and read-only paths, and a read-only root where asked.
+// finishRootfs adds what comes after the mounts: device nodes, masked and read-only
+// paths, and a read-only root where asked.
 func finishRootfs(rootfd int, rootfs string, cfg *Config) error {
 	if err := makeDevices(rootfd, cfg.Spec.Linux, usernsOf(&cfg.Spec), cfg.DeviceSources); err != nil {
-		return err
-	}
-	if err := mountCgroupView(rootfd, cfg); err != nil {
 		return err
 	}
 	if l := cfg.Spec.Linux; l != nil {

@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
 // A container in its own user namespace is started in it (the init's clone makes the
@@ -48,6 +50,10 @@ func (s *shim) userns(exe string, cfg *Config) ([]*os.File, error) {
 	}
 	sources, fds, err := mountSources(cfg.Spec.Mounts, initRootFd+1)
 	if err != nil {
+		tree.Close()
+		return nil, err
+	}
+	if sources, err = s.sysfsSource(cfg, sources, fds, initRootFd+1); err != nil {
 		tree.Close()
 		return nil, err
 	}
@@ -280,6 +286,50 @@ func mountSources(mounts []specs.Mount, first int) ([]*os.File, map[int]int, err
 		files = append(files, f)
 	}
 	return files, fds, nil
+}
+
+// sysfsSource gives the /sys bind of a user namespace a sysfs of the container's
+// network namespace (the namespace may not mount one itself: the host's user namespace
+// owns the network namespace), made by the shim in that network namespace; a bind of
+// the host's /sys would show the host's network devices.
+func (s *shim) sysfsSource(cfg *Config, sources []*os.File, fds map[int]int, first int) ([]*os.File, error) {
+	for i, m := range cfg.Spec.Mounts {
+		if m.Source != "/sys" || m.Destination != "/sys" {
+			continue
+		}
+		netns, _ := namespacePath(&cfg.Spec, specs.NetworkNamespace)
+		var fd int
+		err := nsenter.Run(netns, func() error {
+			var err error
+			fd, err = sysfsMount()
+			return err
+		})
+		if err != nil {
+			closeAll(sources)
+			return nil, err
+		}
+		fds[i] = first + len(sources)
+		return append(sources, os.NewFile(uintptr(fd), "sysfs")), nil
+	}
+	return sources, nil
+}
+
+// sysfsMount makes a detached, read-only sysfs of the calling thread's network
+// namespace.
+func sysfsMount() (int, error) {
+	fs, err := unix.Fsopen("sysfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("open sysfs: %w", err)
+	}
+	defer unix.Close(fs)
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return -1, fmt.Errorf("create sysfs: %w", err)
+	}
+	fd, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("mount sysfs: %w", err)
+	}
+	return fd, nil
 }
 
 // viewSources opens the host directories of a cgroup view, numbered from first.
