@@ -72,7 +72,7 @@ func TestBadRequestsAreRefusedCleanly(t *testing.T) {
 	assert.Equal(t, codes.AlreadyExists, status.Code(err), "%v", err)
 	_, err = e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("x", nil), RuntimeHandler: "kata"})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
-	assert.ErrorContains(t, err, "configured handlers: enroot")
+	assert.ErrorContains(t, err, "configured handlers: enroot, kubernetes")
 	_, err = e.runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("y", func(c *runtimeapi.PodSandboxConfig) {
 		c.Linux.Sysctls = map[string]string{"kernel.hostname": "evil"}
 	})})
@@ -98,6 +98,33 @@ func TestBadRequestsAreRefusedCleanly(t *testing.T) {
 	assert.ErrorContains(t, err, `"no-such-binary" not found`)
 	_, err = e.runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "nope"})
 	assert.Equal(t, codes.NotFound, status.Code(err))
+
+	// What a pod spec controls is InvalidArgument naming the field, and nothing remains.
+	for name, tc := range map[string]struct {
+		linux *runtimeapi.LinuxContainerConfig
+		want  string
+	}{
+		"negative uid": {&runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			RunAsUser: &runtimeapi.Int64Value{Value: -1}}}, "run_as_user -1"},
+		"negative memory": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -5}},
+			"memory_limit_in_bytes"},
+		"bad cpuset": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpusetCpus: "0-x"}}, "cpuset_cpus"},
+		"tiny quota": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuQuota: 5}}, "cpu_quota"},
+		"oom score": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{OomScoreAdj: 5000}}, "oom_score_adj"},
+	} {
+		_, err := e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
+			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "bad"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+				Command: []string{"true"}, Linux: tc.linux}})
+		assert.Equal(t, codes.InvalidArgument, status.Code(err), "%s: %v", name, err)
+		assert.ErrorContains(t, err, tc.want, name)
+	}
+	list, err := e.runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	require.NoError(t, err)
+	assert.Len(t, list.Containers, 1, "refused containers leave nothing")
+
+	// Every container has a pids limit of its own (cgroups.pids_limit).
+	out, _ := e.runWith(t, pod, cfg, "pids", nil, `cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max`)
+	assert.Equal(t, "32768", out)
 }
 
 func TestCNIFailureLeavesNothing(t *testing.T) {
