@@ -18,7 +18,7 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-security fuzz test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-security fuzz test-kubelet test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -82,6 +82,10 @@ test-slurm-parity: deps build ## slurmd on 127.0.0.1: cgroups of steps and pods 
 	@missing=""; for p in $(SLURM_PACKAGES) $(ENROOT_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog|TestEnrootParity|TestStockEnrootConfiguration' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
+
+test-kubelet: deps build crictl ## a real node: etcd, kube-apiserver, kubelet and kubectl (built from the module proxy) on 127.0.0.1 against the daemon's defaults
+	GO=$(GO) ./tests/kube-build.sh
+	bash -o pipefail -c "ENROOT_CRI_KUBE_BIN=$(CURDIR)/_output/kube/bin $(GO) test -count=1 -v -timeout 20m -run 'TestKubelet' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 GOLANGCI_LINT_VERSION := v2.15.0
 
