@@ -110,7 +110,7 @@ func TestBadRequestsAreRefusedCleanly(t *testing.T) {
 			"memory_limit_in_bytes"},
 		"bad cpuset": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpusetCpus: "0-x"}}, "cpuset_cpus"},
 		"tiny quota": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuQuota: 5}}, "cpu_quota"},
-		"oom score": {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{OomScoreAdj: 5000}}, "oom_score_adj"},
+		"oom score":  {&runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{OomScoreAdj: 5000}}, "oom_score_adj"},
 	} {
 		_, err := e.runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, SandboxConfig: cfg,
 			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "bad"}, Image: &runtimeapi.ImageSpec{Image: e.image},
