@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -37,6 +38,8 @@ type kubeNode struct {
 	*podEnv
 	bin, dir, name string
 	kubeconfig     string
+	kubelet        *http.Client // to the kubelet's API, as the API server's client
+	kubeletURL     string
 	procs          []*exec.Cmd
 	cgroupRoot     string
 }
@@ -101,6 +104,35 @@ func TestKubelet(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return strings.Contains(string(b), "served")
 	}, 30*time.Second, 200*time.Millisecond, "port-forward")
+
+	// /stats/summary has the pods' network statistics (from the CRI).
+	var summary struct {
+		Pods []struct {
+			PodRef  struct{ Name string } `json:"podRef"`
+			Network *struct {
+				Interfaces []struct {
+					Name    string  `json:"name"`
+					RxBytes *uint64 `json:"rxBytes"`
+				} `json:"interfaces"`
+			} `json:"network"`
+		} `json:"pods"`
+	}
+	// From the kubelet itself: the API server does not proxy to a loopback node.
+	k.eventually(t, func() bool {
+		out, err := k.kubeletGet("/stats/summary")
+		if err != nil || json.Unmarshal(out, &summary) != nil {
+			return false
+		}
+		for _, p := range summary.Pods {
+			if p.PodRef.Name == "web" && p.Network != nil && len(p.Network.Interfaces) > 0 && p.Network.Interfaces[0].RxBytes != nil {
+				return true
+			}
+		}
+		return false
+	}, 60*time.Second, "no network statistics for pod web in /stats/summary", func() string {
+		out, err := k.kubeletGet("/stats/summary")
+		return fmt.Sprint(string(out), err)
+	})
 
 	// A privileged pod runs on the shipped defaults (kube-proxy, CNI daemonsets).
 	k.waitPod(t, "privileged", "Succeeded", false)
@@ -201,11 +233,14 @@ func (k *kubeNode) waitPod(t *testing.T, name, phase string, ready bool) {
 }
 
 // eventually polls cond until timeout, then fails with the components' logs.
-func (k *kubeNode) eventually(t *testing.T, cond func() bool, timeout time.Duration, what string) {
+func (k *kubeNode) eventually(t *testing.T, cond func() bool, timeout time.Duration, what string, more ...func() string) {
 	t.Helper()
 	for deadline := time.Now().Add(timeout); !cond(); {
 		if time.Now().After(deadline) {
 			describe, _ := k.kubectlErr("describe", "pods")
+			for _, m := range more {
+				what += "\n" + m()
+			}
 			t.Fatalf("%s\n%s\n%s", what, describe, k.logs())
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -322,15 +357,42 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
-`, kubeletPort, healthPort, pki.file("ca.crt"), pki.file("kubelet.crt"), pki.file("kubelet.key"), k.socket, k.socket,
-		k.cgroupRoot, filepath.Join(dir, "pod-logs"))), 0o644))
+%s`, kubeletPort, healthPort, pki.file("ca.crt"), pki.file("kubelet.crt"), pki.file("kubelet.key"), k.socket, k.socket,
+		k.cgroupRoot, filepath.Join(dir, "pod-logs"), shippedFeatureGates(t))), 0o644))
 	k.saveSysctls(t)
 	makeCgroupRoot(t, k.cgroupRoot)
 	k.spawn(t, "kubelet", filepath.Join(bin, "kubelet"), "--config", kubeletConf,
 		"--kubeconfig", pki.kubeconfig(t, "system:node:"+k.name, server), "--root-dir", filepath.Join(dir, "kubelet"),
 		"--cert-dir", filepath.Join(dir, "kubelet-pki"), "--hostname-override", k.name, "--v", "2")
 	k.kubectl(t, "create", "serviceaccount", "default")
+	k.kubeletURL = fmt.Sprintf("https://127.0.0.1:%d", kubeletPort)
+	k.kubelet = pki.client(t, "apiserver-kubelet")
 	return k
+}
+
+// kubeletGet reads a path of the kubelet's API.
+func (k *kubeNode) kubeletGet(path string) ([]byte, error) {
+	resp, err := k.kubelet.Get(k.kubeletURL + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return body, err
+}
+
+// shippedFeatureGates are the featureGates of the packaged kubelet configuration
+// snippet (packaging/kubelet-config.yaml), so the test runs what users merge.
+func shippedFeatureGates(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../packaging/kubelet-config.yaml")
+	require.NoError(t, err)
+	_, gates, ok := strings.Cut(string(data), "featureGates:")
+	require.True(t, ok, "the packaged kubelet configuration sets feature gates")
+	return "featureGates:" + gates
 }
 
 // kubeletSysctls are the kernel settings the kubelet sets on start (protectKernelDefaults
@@ -488,6 +550,17 @@ func (p *pki) issue(t *testing.T, name, cn string, groups, dns []string, ips []n
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(p.file(name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
 	p.writeKey(t, name+".key", key)
+}
+
+// client is an HTTPS client trusting the CA, with name's certificate.
+func (p *pki) client(t *testing.T, name string) *http.Client {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.file(name+".crt"), p.file(name+".key"))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.caPEM)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}}
 }
 
 // kubeconfig writes a kubeconfig for user (system:masters for admin, system:nodes for
