@@ -72,7 +72,7 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 	if err != nil {
 		return err
 	}
-	err = t.writeEnrootFiles(enrootFiles(displayName(src.ref), cfgFile.Config), cfgFile.Config.WorkingDir)
+	err = t.writeEnrootFiles(enrootFiles(cfgFile.Config), cfgFile.Config.WorkingDir)
 	t.Close()
 	if err != nil {
 		return err
