@@ -46,7 +46,8 @@ test: deps build crictl ## run every test this machine can run (unit, root integ
 # Every parser of untrusted input has a Go fuzz target: package:target.
 FUZZ_TARGETS := ./enroot:FuzzParseFstab ./enroot:FuzzParseEnviron ./enroot:FuzzParsePasswd \
 	./enroot/image:FuzzParseReference ./enroot/image:FuzzApplyLayer ./cgroups:FuzzParseSlurmConf \
-	./mig:FuzzParseCapMinors ./cri/server:FuzzValidateContainer ./cri/server:FuzzValidatePodSandbox
+	./mig:FuzzParseCapMinors ./cri/server:FuzzValidateContainer ./cri/server:FuzzValidatePodSandbox \
+	./enroot:FuzzParseURI ./enroot/image:FuzzEnrootConfig
 FUZZ_EXECS ?= 20000x
 
 test-security: deps build ## run the attack suite against the live daemon and a short fuzz run of every untrusted-input parser

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
 )
@@ -53,6 +54,22 @@ type Images struct {
 	MaxEntries    int64    `toml:"max_entries"`
 	PullTimeout   Duration `toml:"pull_timeout"`
 	MinFreeBytes  int64    `toml:"min_free_bytes"`
+	// Socket is the image socket that `enroot-cri images import` and the pyxis
+	// importer use; empty: images.sock in the state directory.
+	Socket string `toml:"socket"`
+	// ShareWithJobs lets Slurm jobs of every user run the store's images through the
+	// pyxis importer; root's jobs may always.
+	ShareWithJobs bool `toml:"share_with_jobs"`
+	// Shared maps registry names to directories of Enroot images served under them.
+	Shared map[string]string `toml:"shared"`
+}
+
+// ImageSocket is the image socket's path.
+func (c Config) ImageSocket() string {
+	if c.Images.Socket != "" {
+		return c.Images.Socket
+	}
+	return filepath.Join(c.State, "images.sock")
 }
 
 // RegistryHost configures one registry host ("*" matches any host).
@@ -192,7 +209,7 @@ func Default() Config {
 		LogFormat:      "text",
 		DefaultRuntime: KindKubernetes,
 		Images: Images{MaxConcurrentDownloads: 10, MaxImageBytes: 256 << 30, MaxEntries: 10_000_000,
-			PullTimeout: Duration{2 * time.Hour}, MinFreeBytes: 1 << 30},
+			PullTimeout: Duration{2 * time.Hour}, MinFreeBytes: 1 << 30, Shared: map[string]string{}},
 		Registries: map[string]RegistryHost{},
 		Enroot:     Enroot{ConfigDir: "/etc/enroot"},
 		CNI:        CNI{ConfDir: "/etc/cni/net.d", BinDirs: []string{"/opt/cni/bin", "/usr/lib/cni"}},
@@ -371,6 +388,18 @@ func (c Config) Validate() error {
 	}
 	if c.Images.PullTimeout.Duration < 0 {
 		bad("images.pull_timeout", "%s is negative; allowed: 0 (no limit) or more", c.Images.PullTimeout)
+	}
+	if p := c.Images.Socket; p != "" && !filepath.IsAbs(p) {
+		bad("images.socket", "%q must be empty or an absolute path", p)
+	}
+	for registry, dir := range c.Images.Shared {
+		key := fmt.Sprintf("images.shared.%q", registry)
+		if !filepath.IsAbs(dir) {
+			bad(key, "%q must be an absolute path", dir)
+		}
+		if r, err := name.NewRegistry(registry, name.StrictValidation); err != nil || r.RegistryStr() != registry || registry == "docker.io" || registry == "index.docker.io" {
+			bad(key, "%q is not a registry name a site may use for its shared images (HOST[:PORT], such as sqsh.site)", registry)
+		}
 	}
 	if p := c.Enroot.LibraryPath; p != "" && !filepath.IsAbs(p) {
 		bad("enroot.library_path", "%q must be empty or an absolute path", p)

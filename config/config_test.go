@@ -61,6 +61,10 @@ func TestParseRejects(t *testing.T) {
 		{"enroot key on kubernetes", "[runtimes.k]\nremap_root = true", []string{"runtimes.k.remap_root", "kind enroot only"}},
 		{"bad duration", "[images]\npull_timeout = \"soon\"", []string{"pull_timeout", "not a duration"}},
 		{"negative bound", "[images]\nmax_entries = -1", []string{"images.max_entries", "negative"}},
+		{"relative image socket", "[images]\nsocket = \"images.sock\"", []string{"images.socket", "absolute path"}},
+		{"relative shared dir", "[images.shared]\n\"sqsh.site\" = \"shared\"", []string{`images.shared."sqsh.site"`, "absolute path"}},
+		{"shared dir as Docker Hub", "[images.shared]\n\"docker.io\" = \"/shared\"", []string{`images.shared."docker.io"`, "HOST[:PORT]"}},
+		{"shared registry with a path", "[images.shared]\n\"sqsh.site/x\" = \"/shared\"", []string{`images.shared."sqsh.site/x"`, "HOST[:PORT]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

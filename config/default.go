@@ -32,6 +32,22 @@ max_entries = 10000000
 pull_timeout = "2h0m0s"
 # A pull stops when the store's filesystem would have less free space than this.
 min_free_bytes = 1073741824
+# The image socket (mode 0666; callers are known by their uid): "enroot-cri images import"
+# (root) and the pyxis importer reach the image store through it. Empty: images.sock in
+# the state directory.
+socket = ""
+# Let Slurm jobs of every user run the store's images through the pyxis importer
+# (plugstack.conf: required spank_pyxis.so importer=/usr/libexec/enroot-cri/pyxis-importer):
+# each job is handed a link to the image only its user can open, and an image is handed
+# to a user only when the user's own registry credentials (or anonymous access) reach
+# its manifest. Root's jobs are always served. See docs/images.md.
+share_with_jobs = false
+
+# Shared image directories: Enroot images (enroot import's REPO+TAG.sqsh files, "/" in
+# REPO written "+") served under a registry name of the site's choice and mounted where
+# they are, never copied. Example:
+# "sqsh.site" = "/shared/images"   # image sqsh.site/nvidia/pytorch:24.05 is /shared/images/nvidia+pytorch+24.05.sqsh
+[images.shared]
 
 # One table per registry host; "*" matches any host. Example:
 # [registries."registry.k8s.io"]

@@ -57,3 +57,20 @@ func FuzzParsePasswd(f *testing.F) {
 		}
 	})
 }
+
+// An image URI comes from a job's srun line, through the image socket, to the daemon.
+func FuzzParseURI(f *testing.F) {
+	for _, seed := range []string{"docker://ubuntu:24.04", "docker://$oauthtoken@nvcr.io#nvidia/pytorch:24.05-py3",
+		"docker://127.0.0.1:5000/a@sha256:0123", "docker://a@b@c#d", "docker://\n", "podman://x"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseURI(s)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(u.Reference(), " \n\t") || u.Registry == "" || u.Image == "" {
+			t.Fatalf("%q parsed to %+v", s, u)
+		}
+	})
+}

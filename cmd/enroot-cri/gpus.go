@@ -11,11 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/enroot-cri/enroot-cri/config"
+	"github.com/enroot-cri/enroot-cri/cri/imagesocket"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -132,6 +134,7 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "Slurm job %s released %d GPU(s) %s\n", id, len(freed), strings.Join(freed, ","))
+		releaseJobImages(cfg, id, stdout, stderr)
 		return 0
 	}
 	inv := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
@@ -163,6 +166,27 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "Slurm job %s holds GPU(s) %s and CPUs %v\n", job.ID, strings.Join(uuids, ","), job.CPUs)
 	return 0
+}
+
+// releaseJobImages ends the holds a job's steps still have on images (a step killed
+// before pyxis ran the importer's release). The daemon being down is not the job's
+// failure: its holds are released when it next sees an epilog, or by hand.
+func releaseJobImages(cfg config.Config, job string, stdout, stderr io.Writer) {
+	uidText := os.Getenv("SLURM_JOB_UID")
+	uid, err := strconv.ParseUint(uidText, 10, 32)
+	if err != nil {
+		fmt.Fprintf(stderr, "enroot-cri slurm epilog: SLURM_JOB_UID %q is not a uid; image holds of job %s stay\n", uidText, job)
+		return
+	}
+	u := uint32(uid)
+	r, err := imagesocket.Call(cfg.ImageSocket(), imagesocket.Request{Op: imagesocket.OpRelease, Job: job, UID: &u}, nil, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "enroot-cri slurm epilog: release the images of job %s: %v\n", job, err)
+		return
+	}
+	if r.Released > 0 {
+		fmt.Fprintf(stdout, "Slurm job %s released %d image hold(s)\n", job, r.Released)
+	}
 }
 
 // scontrol finds Slurm's scontrol; slurmd runs the prolog without a PATH.

@@ -38,6 +38,14 @@ Commands:
   slurm prolog|epilog [--config FILE]
                           claim or release a Slurm job's GPUs and CPUs in the ledger
                           (slurm.conf: Prolog= and Epilog= scripts that run these)
+  images import [--config FILE] FILE.sqsh NAME[:TAG]
+                          make an image of a squashfs file that enroot import or
+                          enroot export wrote (root; the daemon must be running)
+  images holds [--config FILE]
+                          list the images Slurm job steps hold through the importer
+  pyxis-importer [--config FILE] get URI | release
+                          pyxis's importer (plugstack.conf importer=): jobs run the
+                          daemon's images, pulled once for pods and jobs
   version                 print the version
 `
 
@@ -69,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return gpus(args[1:], stdout, stderr)
 	case "slurm":
 		return slurm(args[1:], stdout, stderr)
+	case "images":
+		return images(args[1:], stdout, stderr)
+	case "pyxis-importer":
+		return pyxisImporter(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "%s %s (CRI %s, %s)\n", version.RuntimeName, version.Semantic(), version.CRIAPIVersion, runtime.Version())
 		return 0

@@ -15,6 +15,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/deviceplugin"
+	"github.com/enroot-cri/enroot-cri/cri/imagesocket"
 	"github.com/enroot-cri/enroot-cri/cri/server"
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
@@ -75,7 +76,21 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 		g.Stop()
 		return fmt.Errorf("recover pods and containers: %w", err)
 	}
-	log.Info("enroot-cri ready", "root", cfg.Root, "images", len(images.List()))
+	il, err := listen("unixpacket", cfg.ImageSocket(), 0o666)
+	if err != nil {
+		g.Stop()
+		return err
+	}
+	defer os.Remove(cfg.ImageSocket())
+	defer il.Close()
+	isrv := &imagesocket.Server{Store: images, ShareWithJobs: cfg.Images.ShareWithJobs, Log: log}
+	go func() {
+		if err := isrv.Serve(il.(*net.UnixListener)); err != nil {
+			log.Error("image socket stopped", "socket", cfg.ImageSocket(), "error", err)
+		}
+	}()
+	log.Info("enroot-cri ready", "root", cfg.Root, "images", len(images.List()), "image_socket", cfg.ImageSocket(),
+		"share_with_jobs", cfg.Images.ShareWithJobs)
 	if cfg.GPUs.DevicePlugin {
 		resources := deviceplugin.Resources(srv.GPUs())
 		log.Info("device plugin", "dir", cfg.GPUs.DevicePluginDir, "resources", len(resources))
@@ -131,17 +146,24 @@ func openImages(cfg config.Config) (*image.Store, error) {
 		Limits: image.Limits{MaxBytes: cfg.Images.MaxImageBytes, MaxEntries: cfg.Images.MaxEntries,
 			MinFreeBytes: cfg.Images.MinFreeBytes},
 		PullTimeout: cfg.Images.PullTimeout.Duration,
+		Shared:      cfg.Images.Shared,
+		Jobs:        filepath.Join(cfg.Root, "jobs"),
 	})
 }
 
 // Listen claims a unix socket at path with mode 0660. A stale socket file is
 // replaced; a socket a live process answers on is an error.
 func Listen(path string) (net.Listener, error) {
+	return listen("unix", path, 0o660)
+}
+
+// listen claims a socket of network ("unix" or "unixpacket") at path with mode.
+func listen(network, path string, mode os.FileMode) (net.Listener, error) {
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode().Type() != os.ModeSocket {
 			return nil, fmt.Errorf("socket path %s exists and is not a socket; remove it or set socket in the configuration", path)
 		}
-		conn, err := net.DialTimeout("unix", path, time.Second)
+		conn, err := net.DialTimeout(network, path, time.Second)
 		if err == nil {
 			conn.Close()
 			return nil, fmt.Errorf("another process (another enroot-cri?) is serving on %s; stop it first", path)
@@ -154,12 +176,12 @@ func Listen(path string) (net.Listener, error) {
 	// never reachable with a wider mode.
 	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d", filepath.Base(path), os.Getpid()))
 	os.Remove(tmp)
-	l, err := net.Listen("unix", tmp)
+	l, err := net.Listen(network, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o660); err != nil { //nolint:gosec // the CRI socket is root:root 0660 by design
+	if err := os.Chmod(tmp, mode); err != nil {
 		l.Close()
 		os.Remove(tmp)
 		return nil, fmt.Errorf("set mode of %s: %w", path, err)

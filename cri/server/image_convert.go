@@ -16,7 +16,7 @@ func toCRIImage(img *image.Image) *runtimeapi.Image {
 		Id:          img.ID,
 		RepoTags:    img.RepoTags,
 		RepoDigests: img.RepoDigests,
-		Size:        uint64(img.Size),
+		Size:        uint64(img.DiskSize()),
 		Spec:        &runtimeapi.ImageSpec{Image: img.ID},
 	}
 	user, _, _ := strings.Cut(img.User, ":")

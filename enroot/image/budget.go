@@ -74,3 +74,20 @@ func (b *budget) checkFree(next int64) error {
 	}
 	return nil
 }
+
+// addBytes accounts n more bytes of an image file being copied into the store.
+func (b *budget) addBytes(n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	first := b.bytes == 0
+	b.bytes += n
+	b.sinceCheck += n
+	if l := b.limits; l.MaxBytes > 0 && b.bytes > l.MaxBytes {
+		return errdefs.WithKind(fmt.Errorf("the image file is larger than %d bytes (images.max_image_bytes)", l.MaxBytes), errdefs.ErrResourceExhausted)
+	}
+	if b.limits.MinFreeBytes > 0 && (first || b.sinceCheck >= freeCheckEvery) {
+		b.sinceCheck = 0
+		return b.checkFree(freeCheckEvery)
+	}
+	return nil
+}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -73,6 +74,7 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		return err
 	}
 	err = t.writeEnrootFiles(enrootFiles(cfgFile.Config), cfgFile.Config.WorkingDir)
+	allRoot := err == nil && ownedByRoot(rootfs)
 	t.Close()
 	if err != nil {
 		return err
@@ -83,7 +85,7 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		return err
 	}
 	stats.Squash = time.Since(squashStart)
-	if err := s.commit(id, sqsh, cfgFile.Config, digests); err != nil {
+	if err := s.commit(id, sqsh, cfgFile.Config, digests, allRoot); err != nil {
 		return err
 	}
 	if opts.OnBuilt != nil {
@@ -92,6 +94,28 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		opts.OnBuilt(stats)
 	}
 	return nil
+}
+
+// ownedByRoot says whether every entry under dir belongs to root:root.
+func ownedByRoot(dir string) bool {
+	all := true
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			all = false
+			return filepath.SkipAll
+		}
+		info, err := d.Info()
+		if err != nil {
+			all = false
+			return filepath.SkipAll
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 || st.Gid != 0 {
+			all = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return all
 }
 
 // treeSize adds up the apparent size of the regular files under dir.
@@ -235,22 +259,36 @@ func squash(ctx context.Context, dir, out, options string) error {
 }
 
 // commit moves the squashfs into the store and writes its record, the commit point.
-func (s *Store) commit(id, sqsh string, cfg v1.Config, layers []string) error {
-	hex := strings.TrimPrefix(id, "sha256:")
-	final := filepath.Join(s.images, hex+".sqsh")
+// The file is world-readable (0644) behind the store's root-only directory: a Slurm job
+// reaches it only through the hard link the pyxis importer makes for its user.
+func (s *Store) commit(id, sqsh string, cfg v1.Config, layers []string, allRoot bool) error {
+	return s.commitImage(sqsh, imageOf(id, cfg, layers, allRoot))
+}
+
+// imageOf is the record of a new image of the store.
+func imageOf(id string, cfg v1.Config, layers []string, allRoot bool) *Image {
+	return &Image{
+		Version: metadataVersion, ID: id, RepoTags: []string{}, RepoDigests: []string{},
+		User: cfg.User, Env: cfg.Env, Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd,
+		WorkingDir: cfg.WorkingDir, Volumes: slices.Sorted(maps.Keys(cfg.Volumes)), Labels: cfg.Labels,
+		StopSignal: cfg.StopSignal, Layers: layers, Created: time.Now().UTC(), AllRoot: &allRoot,
+	}
+}
+
+// commitImage moves sqsh into the store as img's file and saves img.
+func (s *Store) commitImage(sqsh string, img *Image) error {
+	final := filepath.Join(s.images, strings.TrimPrefix(img.ID, "sha256:")+".sqsh")
 	st, err := os.Stat(sqsh)
 	if err != nil {
 		return fmt.Errorf("stat squashfs: %w", err)
 	}
+	if err := os.Chmod(sqsh, 0o644); err != nil { //nolint:gosec // behind the 0700 images directory; jobs reach it through their links
+		return fmt.Errorf("store squashfs: %w", err)
+	}
 	if err := os.Rename(sqsh, final); err != nil {
 		return fmt.Errorf("store squashfs: %w", err)
 	}
-	img := &Image{
-		Version: metadataVersion, ID: id, RepoTags: []string{}, RepoDigests: []string{},
-		Size: st.Size(), User: cfg.User, Env: cfg.Env, Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd,
-		WorkingDir: cfg.WorkingDir, Volumes: slices.Sorted(maps.Keys(cfg.Volumes)), Labels: cfg.Labels,
-		StopSignal: cfg.StopSignal, Layers: layers, Created: time.Now().UTC(), Squashfs: final,
-	}
+	img.Size, img.Squashfs = st.Size(), final
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.saveLocked(img); err != nil {

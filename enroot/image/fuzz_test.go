@@ -81,3 +81,20 @@ func FuzzApplyLayer(f *testing.F) {
 		}
 	})
 }
+
+// An Enroot image's /etc/rc, /etc/environment and /etc/fstab come from whoever made the
+// squashfs file: reading them back never panics, and what Enroot's quoting writes
+// reads back to the same words.
+func FuzzEnrootConfig(f *testing.F) {
+	f.Add("mkdir -p \"/w\" 2> /dev/null\ncd \"/w\" && unset OLDPWD || exit 1\n\nif [ $# -gt 0 ]; then\n    exec 'a' \"$@\"\nelse\n    exec 'a' $'b\\n\\x41\\101'\nfi\n",
+		"A=1\n B=\"2\"\n#c\n", "${ENROOT_ROOTFS}/v /v none x-create=dir,bind\n", "w1", "w'2")
+	f.Add("exec", "=", "", "$'", "")
+	f.Fuzz(func(t *testing.T, rc, env, fstab, w1, w2 string) {
+		_ = enrootConfig(map[string]string{"etc/rc": rc, "etc/environment": env, "etc/fstab": fstab})
+		words := []string{w1, w2}
+		got, err := bashWords(bashQuoteWords(words))
+		if err != nil || len(got) != 2 || got[0] != w1 || got[1] != w2 {
+			t.Fatalf("bash quoting of %q read back as %q (%v)", words, got, err)
+		}
+	})
+}

@@ -31,6 +31,29 @@ type Image struct {
 	Created time.Time `json:"created"` // when this store made the image
 	// Squashfs is the image file's absolute path.
 	Squashfs string `json:"squashfs"`
+	// Source is where the image came from: SourceRegistry, SourceImport or
+	// SourceShared.
+	Source string `json:"source,omitempty"`
+	// AllRoot says every file of the image belongs to root:root (nil: not known yet).
+	AllRoot *bool `json:"all_root,omitempty"`
+	// EnrootSquashfs is the image in Enroot's layout (all files root's), made for Slurm
+	// jobs when the image's own file is not; EnrootSize its bytes.
+	EnrootSquashfs string `json:"enroot_squashfs,omitempty"`
+	EnrootSize     int64  `json:"enroot_size,omitempty"`
+}
+
+// Where an image came from.
+const (
+	SourceRegistry = ""       // pulled from a registry
+	SourceImport   = "import" // a squashfs file `enroot-cri images import` copied in
+	SourceShared   = "shared" // a file of a shared image directory, used in place
+)
+
+// DiskSize is the size the CRI reports: the bytes of the image's squashfs and of its
+// Enroot-layout copy, what removing it frees (for a shared image, the size of its file,
+// which stays).
+func (img *Image) DiskSize() int64 {
+	return img.Size + img.EnrootSize
 }
 
 func (img *Image) clone() *Image {

@@ -79,9 +79,17 @@ type source struct {
 // even when several pulls of it run at the same time; pulling an image the store has
 // only adds the name.
 func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (*Image, error) {
+	if looksLikeFile(ref) {
+		return nil, fmt.Errorf("image %q is a file, not a registry image: make an image of an Enroot squashfs with "+
+			"`enroot-cri images import FILE.sqsh NAME[:TAG]`, or serve its directory under a registry name (images.shared): %w",
+			ref, errdefs.ErrInvalidArgument)
+	}
 	r, err := parseReference(ref, false)
 	if err != nil {
 		return nil, err
+	}
+	if dir, ok := s.sharedDir(r); ok {
+		return s.sharedGet(ctx, r, dir) // nothing to download: the file is the image
 	}
 	if s.opts.PullTimeout > 0 {
 		var cancel context.CancelFunc
@@ -107,6 +115,13 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (*Image,
 		}
 	}
 	return s.name(id, r, repoName(r)+"@"+src.topHash.String())
+}
+
+// looksLikeFile says whether an image name is a path to a squashfs file (what
+// `srun --container-image` accepts), which a registry name never is.
+func looksLikeFile(ref string) bool {
+	return strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "file://") ||
+		strings.HasSuffix(ref, ".sqsh") || strings.HasSuffix(ref, ".squashfs")
 }
 
 // resolve finds the image on the configured mirrors, then on the host itself; the

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -36,6 +37,12 @@ type Options struct {
 	// PullTimeout its wall time (0: none).
 	Limits      Limits
 	PullTimeout time.Duration
+	// Shared maps a registry name to a directory of Enroot images served under it
+	// (shared.go).
+	Shared map[string]string
+	// Jobs holds the links the pyxis importer hands Slurm jobs (jobs.go); it must be
+	// on the filesystem of Root/images.
+	Jobs string
 }
 
 // Store is the squashfs image store. Its methods are safe for concurrent use.
@@ -50,6 +57,8 @@ type Store struct {
 	pulling map[string]int // blob digests in-flight pulls still need
 	// quarantined are records Open could not read (it moved them aside).
 	quarantined []Quarantined
+	shared      sharedImages
+	jobs        jobLinks
 }
 
 // Open opens (creating if needed) the store under opts.Root and recovers it: records
@@ -109,12 +118,25 @@ func (s *Store) recover() error {
 		if e.IsDir() {
 			continue // the quarantine
 		}
+		if hex, ok := strings.CutSuffix(e.Name(), enrootLayoutSuffix); ok {
+			// An Enroot-layout copy stays only when its image's record names it.
+			if img := s.byID["sha256:"+hex]; img != nil && img.EnrootSquashfs == filepath.Join(s.images, e.Name()) {
+				continue
+			}
+			if err := os.Remove(filepath.Join(s.images, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove leftover %s: %w", e.Name(), err)
+			}
+			continue
+		}
 		hex := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".json"), ".sqsh")
 		if _, ok := s.byID["sha256:"+hex]; !ok || strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 			if err := os.Remove(filepath.Join(s.images, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("remove leftover %s: %w", e.Name(), err)
 			}
 		}
+	}
+	if err := s.recoverJobs(); err != nil {
+		return err
 	}
 	return s.blobs.prune(s.blobsInUseLocked())
 }
@@ -157,28 +179,51 @@ func (s *Store) blobsInUseLocked() map[string]bool {
 	return keep
 }
 
-// List returns every image, sorted by ID.
+// List returns every image, those of the shared directories included, sorted by ID.
 func (s *Store) List() []*Image {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	out := make([]*Image, 0, len(s.byID))
 	for _, img := range s.byID {
 		out = append(out, img.clone())
 	}
+	s.mu.Unlock()
+	out = append(out, s.listShared(context.Background())...)
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return slices.CompactFunc(out, func(a, b *Image) bool { return a.ID == b.ID })
 }
 
 // Get finds an image by ID ("sha256:<hex>" or "<hex>"), unique ID prefix, tag or digest
-// reference. An unknown image is errdefs.ErrNotFound.
+// reference, in the store and then in the shared directories. An unknown image is
+// errdefs.ErrNotFound.
 func (s *Store) Get(ref string) (*Image, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	img, _, err := s.resolveLocked(ref)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		img = img.clone()
 	}
-	return img.clone(), nil
+	s.mu.Unlock()
+	if err == nil || !errors.Is(err, errdefs.ErrNotFound) || len(s.opts.Shared) == 0 {
+		return img, err
+	}
+	if shared, serr := s.findShared(ref); serr == nil || !errors.Is(serr, errdefs.ErrNotFound) {
+		return shared, serr
+	}
+	return nil, err
+}
+
+// findShared finds an image of the shared directories by name or ID. It does not take
+// s.mu.
+func (s *Store) findShared(ref string) (*Image, error) {
+	ctx := context.Background()
+	if r, err := parseReference(ref, false); err == nil {
+		if dir, ok := s.sharedDir(r); ok {
+			return s.sharedGet(ctx, r, dir)
+		}
+	}
+	if img, ok := s.sharedByID(ctx, ref); ok {
+		return img, nil
+	}
+	return nil, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
 }
 
 // resolveLocked returns the image and, when ref is a tag or digest reference rather
@@ -221,6 +266,10 @@ func (s *Store) Remove(ref string) error {
 	defer s.mu.Unlock()
 	img, byName, err := s.resolveLocked(ref)
 	if errors.Is(err, errdefs.ErrNotFound) {
+		if shared, serr := s.findShared(ref); serr == nil {
+			return fmt.Errorf("image %q is the file %s of a shared image directory (images.shared), which enroot-cri never removes: %w",
+				ref, shared.Squashfs, errdefs.ErrFailedPrecondition)
+		}
 		return nil
 	}
 	if err != nil {
@@ -230,6 +279,10 @@ func (s *Store) Remove(ref string) error {
 		updated := img.clone()
 		updated.RepoTags = withoutName(updated.RepoTags, byName)
 		return s.saveLocked(updated)
+	}
+	if jobs := s.jobs.holding(img); len(jobs) > 0 {
+		return fmt.Errorf("image %s is in use by Slurm job step %s until the pyxis importer releases it: %w",
+			img.ID, strings.Join(jobs, ", "), errdefs.ErrFailedPrecondition)
 	}
 	return s.deleteLocked(img)
 }
@@ -241,8 +294,13 @@ func (s *Store) deleteLocked(img *Image) error {
 		return fmt.Errorf("remove image %s: %w", img.ID, err)
 	}
 	delete(s.byID, img.ID)
-	if err := os.Remove(img.Squashfs); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove image %s: %w", img.ID, err)
+	for _, f := range []string{img.Squashfs, img.EnrootSquashfs} {
+		if f == "" {
+			continue
+		}
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove image %s: %w", img.ID, err)
+		}
 	}
 	return s.blobs.prune(s.blobsInUseLocked())
 }
@@ -279,7 +337,9 @@ func (s *Store) name(id string, r name.Reference, repoDigest string) (*Image, er
 		}
 		updated.RepoTags = addName(updated.RepoTags, tag)
 	}
-	updated.RepoDigests = addName(updated.RepoDigests, repoDigest)
+	if repoDigest != "" {
+		updated.RepoDigests = addName(updated.RepoDigests, repoDigest)
+	}
 	if err := s.saveLocked(updated); err != nil {
 		return nil, err
 	}

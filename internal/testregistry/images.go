@@ -71,7 +71,11 @@ func Tar(entries []Entry) ([]byte, error) {
 			}
 		}
 	}
-	return buf.Bytes(), tw.Close()
+	// Close first: it writes the end-of-archive blocks GNU tar (Enroot's import) needs.
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // Layer builds a layer of entries with the given compression and media type family

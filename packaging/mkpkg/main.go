@@ -165,6 +165,7 @@ func packageInfo(format, version, bin, stage string) *nfpm.Info {
 		file("packaging/10-enroot-cri.conflist", share+"10-enroot-cri.conflist", 0o644),
 		file("packaging/slurm-prolog.sh", share+"slurm-prolog.sh", 0o755),
 		file("packaging/slurm-epilog.sh", share+"slurm-epilog.sh", 0o755),
+		file("packaging/pyxis-importer.sh", "/usr/libexec/enroot-cri/pyxis-importer", 0o755),
 		file(filepath.Join(stage, "enroot-cri.8.gz"), "/usr/share/man/man8/enroot-cri.8.gz", 0o644),
 		file(filepath.Join(stage, "enroot-cri-nvml.8.gz"), "/usr/share/man/man8/enroot-cri-nvml.8.gz", 0o644),
 		file("README.md", "/usr/share/doc/enroot-cri/README.md", 0o644),
