@@ -82,7 +82,7 @@ ENROOT_BUILD_PACKAGES := build-essential libbsd-dev makeself curl gawk jq parall
 test-slurm-parity: deps build ## slurmd on 127.0.0.1: cgroups of steps and pods under the same cgroup.conf; pyxis+Enroot steps vs pods (docs/parity.md)
 	@missing=""; for p in $(SLURM_PACKAGES) $(ENROOT_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
-	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog|TestEnrootParity|TestStockEnrootConfiguration' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
+	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog|TestEnrootParity|TestStockEnrootConfiguration|TestPyxisImporter' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 test-kubelet: deps build crictl ## a real node: etcd, kube-apiserver, kubelet and kubectl (built from the module proxy) on 127.0.0.1 against the daemon's defaults
 	GO=$(GO) ./tests/kube-build.sh
@@ -99,8 +99,11 @@ lint: ## gofmt, go vet and golangci-lint (errcheck, staticcheck, errorlint, revi
 demo: deps build crictl ## start the daemon on a scratch configuration, pull a locally built image, run a pod, print its log
 	./tests/demo.sh
 
-bench-pull: deps ## pull a generated ~1 GiB, 10-layer image from 127.0.0.1; print download and squashfs rates
+bench-pull: deps build ## pull a generated ~1 GiB image from 127.0.0.1 (rates vs enroot import's steps); srun --container-image of it through our importer vs pyxis's own import
 	$(GO) run ./tests/cmd/bench-pull
+	@missing=""; for p in $(SLURM_PACKAGES) $(ENROOT_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	bash -o pipefail -c "ENROOT_CRI_BENCH_SRUN=1 $(GO) test -count=1 -v -timeout 30m -run 'TestBenchSrunContainerImage' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 bench-start: deps build ## create+start latency for a ~10 MiB and a ~2 GiB image, daemon and shim memory
 	$(GO) run ./tests/cmd/bench-start -bin $(BIN)/enroot-cri

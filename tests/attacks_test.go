@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,9 @@ var attacks = []attack{
 	{name: "gzip bomb layer", config: func(*testing.T) string { return gzipBombConfig }, run: attackGzipBomb},
 	{name: "pull that fills the disk", run: attackFullDisk},
 	{name: "GPUs and Enroot knobs from the environment", run: attackEnvKnobs},
+	// A site whose Slurm jobs run the store's images through pyxis shares them.
+	{name: "job links of the pyxis importer", config: func(*testing.T) string { return shareWithJobs }, run: attackJobLinks},
+	{name: "requests to the image socket", run: attackImageSocket},
 }
 
 type attack struct {
@@ -625,4 +629,115 @@ func attackEnvKnobs(t *testing.T, a *arena) {
 	out, code := a.run(t, a.runPod(t, kcfg), kcfg, c)
 	assert.Equal(t, int32(0), code, out)
 	assert.Equal(t, "0\ndone", out, "no GPU from the environment")
+}
+
+// A user whose jobs the store serves owns their job directory: they open it up and
+// plant links where the daemon will write, to make it link the image over a host file
+// or remove one; they keep a link of their own to hold the image past release; they
+// name job IDs that climb out.
+func attackJobLinks(t *testing.T, a *arena) {
+	needTools(t, "setpriv")
+	openToOthers(t, a.dir)
+	dir := filepath.Join(a.dir, "root", "jobs", strconv.Itoa(testUID))
+	uri := "docker://" + a.reg.Host + "#test/hostile:1"
+	out, code := a.importer(t, testUID, "/home/ecri-test", "1", "0", "get", uri)
+	require.Equal(t, 0, code, out)
+	link := filepath.Join(dir, "1.0.sqsh")
+	secret := filepath.Join(a.canary, "secret")
+	user := func(script string) string {
+		out, _ := asUser(t, testUID, []string{"PATH=/usr/bin:/bin"}, "sh", "-c", script)
+		return out
+	}
+	// Their own directory: they may open it up and replace the next step's name.
+	user(fmt.Sprintf("chmod 700 %[1]s; ln -s %[2]s %[1]s/1.1.sqsh; ln -s %[2]s %[1]s/1.2.sqsh", dir, secret))
+	out, code = a.importer(t, testUID, "/home/ecri-test", "1", "1", "get", uri)
+	require.Equal(t, 0, code, out)
+	st, err := os.Lstat(filepath.Join(dir, "1.1.sqsh"))
+	require.NoError(t, err)
+	assert.True(t, st.Mode().IsRegular(), "the planted link was replaced, not followed")
+	out, code = a.importer(t, testUID, "/home/ecri-test", "1", "2", "release")
+	require.Equal(t, 0, code, out)
+	// A hard link of their own would keep the image: the kernel refuses it (the file
+	// is root's and not writable by them: fs.protected_hardlinks).
+	got := user(fmt.Sprintf("ln %s /home/ecri-test/kept.sqsh 2>&1; ls /home/ecri-test/kept.sqsh 2>&1", link))
+	assert.Contains(t, got, "No such file", "no hard link of the user's: %s", got)
+	for _, job := range []string{"../../..", "1/../../x", "1.0"} {
+		out, code = a.importer(t, testUID, "/home/ecri-test", job, "0", "get", uri)
+		assert.Equal(t, 1, code, out)
+		assert.Contains(t, out, "is not valid")
+	}
+	for _, step := range []string{"0", "1"} {
+		out, code = a.importer(t, testUID, "/home/ecri-test", "1", step, "release")
+		require.Equal(t, 0, code, out)
+	}
+	assert.FileExists(t, secret)
+	for _, name := range []string{"1.0.sqsh", "1.1.sqsh"} {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		assert.True(t, os.IsNotExist(err), "%s released", name)
+	}
+	holds, code := runCLI(t, "images", "holds", "--config", a.config)
+	require.Equal(t, 0, code)
+	assert.Len(t, lines(holds), 1, holds)
+}
+
+// The image socket is open to every local user: oversized requests, a flood of
+// descriptors, garbage and half-sent requests are answered or dropped, and the daemon
+// keeps no descriptor of them.
+func attackImageSocket(t *testing.T, a *arena) {
+	sock := filepath.Join(a.dir, "state", "images.sock")
+	daemonFds := func() int {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", a.cmd.Process.Pid))
+		require.NoError(t, err)
+		return len(entries)
+	}
+	before := daemonFds()
+	secret, err := os.Open(filepath.Join(a.canary, "secret"))
+	require.NoError(t, err)
+	defer secret.Close()
+	send := func(data []byte, fds ...int) string {
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		require.NoError(t, err)
+		defer c.Close()
+		var oob []byte
+		if len(fds) > 0 {
+			oob = syscall.UnixRights(fds...)
+		}
+		if _, _, err := c.WriteMsgUnix(data, oob, nil); err != nil {
+			return "write: " + err.Error()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 1<<16)
+		n, err := c.Read(buf)
+		if err != nil {
+			return "read: " + err.Error()
+		}
+		return string(buf[:n])
+	}
+	fd := int(secret.Fd())
+	for _, tc := range []struct {
+		name string
+		data []byte
+		fds  []int
+		want string
+	}{
+		{"oversized", bytes.Repeat([]byte("x"), 200<<10), nil, "larger than"},
+		{"garbage", []byte("\x00\xffnot json"), nil, "not valid JSON"},
+		{"unknown field", []byte(`{"op":"get","evil":1}`), nil, "not valid JSON"},
+		{"descriptors with a get", []byte(`{"op":"get","uri":"docker://x#y","job":"1","step":"0"}`), []int{fd, fd, fd, fd}, "descriptor"},
+		{"a host file to import", []byte(`{"op":"holds"}`), []int{fd}, "takes no file descriptor"},
+		{"unknown op", []byte(`{"op":"shell"}`), nil, "not known"},
+	} {
+		assert.Contains(t, send(tc.data, tc.fds...), tc.want, tc.name)
+	}
+	// Half a conversation: connect and say nothing.
+	idle := make([]*net.UnixConn, 10)
+	for i := range idle {
+		idle[i], err = net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		require.NoError(t, err)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	require.Eventually(t, func() bool { return daemonFds() <= before }, 10*time.Second, 100*time.Millisecond,
+		"the daemon keeps descriptors of the requests: %d, was %d", daemonFds(), before)
 }

@@ -34,6 +34,10 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			panic(err)
 		}
+		// Jobs' users run it too (the pyxis importer).
+		if err := os.Chmod(dir, 0o755); err != nil {
+			panic(err)
+		}
 		enrootCRI = filepath.Join(dir, "enroot-cri")
 		build := exec.Command("go", "build", "-o", enrootCRI, "../cmd/enroot-cri")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: exec runs it inside containers

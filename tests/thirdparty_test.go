@@ -94,6 +94,12 @@ func buildEnroot(t *testing.T) enrootInstall {
 	if inst.Source == "" {
 		inst.Source = strings.TrimSuffix(filepath.Join(out, "src", filepath.Base(src)), ".tar.gz")
 	}
+	// The capabilities Enroot's packages (enroot+caps) give its helpers, which
+	// `enroot import` by a user needs: make setcap.
+	for bin, caps := range map[string]string{"enroot-mksquashovlfs": "cap_sys_admin+pe", "enroot-aufs2ovlfs": "cap_sys_admin,cap_mknod+pe"} {
+		out, err := exec.Command("setcap", caps, filepath.Join(inst.Bin(), bin)).CombinedOutput()
+		require.NoError(t, err, "setcap %s: %s", bin, out)
+	}
 	// The stock extra hooks (Slurm, SHARP, MIG) and fstabs a site enables by copying.
 	for _, pattern := range []string{"conf/hooks/extra/*.sh", "conf/mounts/extra/*.fstab"} {
 		files, _ := filepath.Glob(filepath.Join(inst.Source, pattern))

@@ -7,14 +7,10 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,8 +19,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
@@ -49,7 +43,7 @@ func run(sizeMiB, nLayers int) error {
 	defer os.RemoveAll(work)
 
 	fmt.Printf("generating %d MiB in %d layers (half random, half text; gzip)...\n", sizeMiB, nLayers)
-	layers, blobs, err := generate(sizeMiB, nLayers)
+	layers, blobs, err := testregistry.GeneratedLayers(sizeMiB, nLayers)
 	if err != nil {
 		return err
 	}
@@ -80,42 +74,6 @@ func run(sizeMiB, nLayers int) error {
 	}
 	report(compressed, ours, ref)
 	return nil
-}
-
-// generate makes nLayers gzip layers of files, half random bytes, half text.
-func generate(sizeMiB, nLayers int) ([]v1.Layer, [][]byte, error) {
-	perLayer := sizeMiB / nLayers
-	rng := rand.New(rand.NewPCG(1, 2))
-	var layers []v1.Layer
-	var blobs [][]byte
-	chunk := make([]byte, 1<<20)
-	for l := range nLayers {
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-		tw := tar.NewWriter(zw)
-		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("layer%d/", l), Typeflag: tar.TypeDir, Mode: 0o755})
-		for f := range perLayer {
-			if f%2 == 0 {
-				for i := 0; i < len(chunk); i += 8 {
-					v := rng.Uint64()
-					for j := range 8 {
-						chunk[i+j] = byte(v >> (8 * j))
-					}
-				}
-			} else {
-				for i := range chunk {
-					chunk[i] = "enroot-cri pulls layers into squashfs\n"[i%38]
-				}
-			}
-			tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("layer%d/file%03d", l, f), Mode: 0o644, Size: int64(len(chunk)), Typeflag: tar.TypeReg})
-			tw.Write(chunk)
-		}
-		tw.Close()
-		zw.Close()
-		blobs = append(blobs, buf.Bytes())
-		layers = append(layers, static.NewLayer(buf.Bytes(), types.OCILayer))
-	}
-	return layers, blobs, nil
 }
 
 type timing struct {
