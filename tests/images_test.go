@@ -103,7 +103,7 @@ mirrors = ["http://%[1]s"]
 	// The squashfs is an Enroot image: busybox runs from it and /etc/rc is Enroot's.
 	rc, err := exec.Command("unsquashfs", "-cat", inspect.Info.Squashfs, "etc/rc").Output()
 	require.NoError(t, err)
-	assert.Contains(t, string(rc), "exec '/bin/sh'")
+	assert.Contains(t, string(rc), "    exec  '/bin/sh'\n", "no entrypoint: Enroot's two spaces")
 
 	out = d.crictl(t, "imagefsinfo")
 	assert.Contains(t, out, filepath.Join(d.dir, "root"))

@@ -291,6 +291,7 @@ var appConfig = v1.Config{
 	WorkingDir: "/work",
 	Env:        []string{"PATH=/bin", "MODE=image"},
 	Volumes:    map[string]struct{}{"/data": {}},
+	Labels:     map[string]string{"org.opencontainers.image.title": "app", "maintainer": "site\nteam"},
 }
 
 // Squashfs files from `enroot import` and from `enroot export` of a customised
@@ -326,6 +327,14 @@ func TestEnrootImagesRunAsPods(t *testing.T) {
 	require.NoError(t, f.Close())
 	exported := filepath.Join(work, "tuned.sqsh")
 	runEnroot(t, inst, env, "export", "--output", exported, "tuned")
+
+	// The files enroot-cri generates from the same image are enroot import's, byte for byte.
+	_, err = e.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: e.reg.Host + "/site/app:v1"}})
+	require.NoError(t, err)
+	pulled := e.imageRecord(t, e.reg.Host+"/site/app:v1")
+	for _, f := range []string{"etc/rc", "etc/rc.local", "etc/environment", "etc/fstab"} {
+		assert.Equal(t, catSquashfs(t, imported, f), catSquashfs(t, pulled.Squashfs, f), "/%s", f)
+	}
 
 	for file, name := range map[string]string{imported: "site/app:imported", exported: "site/app:exported"} {
 		out, code := runCLI(t, "images", "import", "--config", e.config, file, name)
@@ -372,6 +381,13 @@ func TestEnrootImagesRunAsPods(t *testing.T) {
 	_, err = e.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imported}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "enroot-cri images import")
+}
+
+func catSquashfs(t *testing.T, sqsh, path string) string {
+	t.Helper()
+	out, err := exec.Command("unsquashfs", "-cat", sqsh, path).Output()
+	require.NoError(t, err, "unsquashfs -cat %s %s", sqsh, path)
+	return string(out)
 }
 
 // storeFiles lists the image store's files (images, blobs, staging, job links).
