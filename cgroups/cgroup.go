@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +39,7 @@ func Create(path string, resources *specs.LinuxResources) (*Cgroup, error) {
 	if resources == nil {
 		resources = &specs.LinuxResources{}
 	}
-	created := missingAncestors(path)
+	created := MissingAncestors(path)
 	if unified() {
 		m, err := cgroup2.NewManager(Root, path, v2Resources(resources))
 		if err != nil {
@@ -81,8 +82,9 @@ func hierarchies() []string {
 	return out
 }
 
-// missingAncestors lists the ancestors of path that do not exist yet, top first.
-func missingAncestors(path string) []string {
+// MissingAncestors lists the ancestors of path that do not exist yet, top first: those
+// Create would make.
+func MissingAncestors(path string) []string {
 	probe := filepath.Join(Root, "memory")
 	if unified() {
 		probe = Root
@@ -183,6 +185,11 @@ func (c *Cgroup) KillAll(timeout time.Duration) error {
 			return fmt.Errorf("list cgroup %s: %w", c.path, err)
 		}
 	}
+	return c.WaitEmpty(timeout)
+}
+
+// WaitEmpty waits until the cgroup holds no process (up to timeout).
+func (c *Cgroup) WaitEmpty(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		pids, err := c.Pids()
@@ -194,6 +201,33 @@ func (c *Cgroup) KillAll(timeout time.Duration) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Signal sends sig to pid if pid is in the cgroup (a PID read from a file may have
+// been reused by another process since); false when it is not.
+func (c *Cgroup) Signal(pid int, sig syscall.Signal) (bool, error) {
+	pids, err := c.Pids()
+	if err != nil {
+		return false, fmt.Errorf("list cgroup %s: %w", c.path, err)
+	}
+	if pid <= 0 || !slices.Contains(pids, pid) {
+		return false, nil
+	}
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return false, fmt.Errorf("signal %d: %w", pid, err)
+	}
+	return true, nil
+}
+
+// Running reports whether any process is in the cgroup at path; a missing cgroup has
+// none.
+func Running(path string) bool {
+	c, err := Load(path)
+	if err != nil {
+		return false
+	}
+	pids, err := c.Pids()
+	return err == nil && len(pids) > 0
 }
 
 // OOMKills is how many processes the kernel's OOM killer ended in this cgroup.

@@ -45,7 +45,7 @@ func New() *Metrics {
 		}),
 		monitors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "enroot_cri_monitor_restarts_total",
-			Help: "Container monitors found at a daemon start: readopted (still running the container) or lost (ended without an exit status).",
+			Help: "Container monitors: readopted at a daemon start (still running the container), or lost (found ended without an exit status, at a start or later).",
 		}, []string{"result"}),
 	}
 	m.registry.MustRegister(m.rpcs, m.latency, m.pulls, m.pulledBytes, m.monitors,

@@ -58,6 +58,12 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err := s.recs.saveContainer(rec); err != nil {
 		return nil, err
 	}
+	if err := s.notePodCgroupParents(pod, rec.CgroupParents); err != nil {
+		logging.From(ctx).Warn("record the pod's cgroup parents", "error", err)
+	}
+	if err := s.donePending(id); err != nil {
+		logging.From(ctx).Warn("forget the pending cgroup", "error", err)
+	}
 	s.emit(ctx, pod.ID, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
@@ -92,6 +98,12 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 		return nil, err
 	}
 	res, autoCPUs := s.confinement(cfg.GetLinux().GetResources(), sc.GetPrivileged(), ccfg.Spec.Linux.Devices, "")
+	// Written down first: a daemon killed before the record is saved removes this
+	// cgroup at its next start.
+	if err := s.notePending(pendingCgroup{ContainerID: id, Path: cgPath, Parents: cgroups.MissingAncestors(cgPath)}); err != nil {
+		return nil, err
+	}
+	u.push(func() error { return s.donePending(id) })
 	cg, err := cgroups.Create(cgPath, res)
 	if err != nil {
 		return nil, err

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -50,11 +52,7 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	parents := c.CgroupParents
-	if strings.HasPrefix(c.CgroupPath, cgroups.DefaultParent+"/") {
-		parents = append([]string{cgroups.DefaultParent}, parents...)
-	}
-	cgroups.RemoveAncestors(parents)
+	removeCgroupParents(c.CgroupPath, c.CgroupParents)
 	if _, err := s.ledger.Release(mig.HolderPod, id); err != nil {
 		return err
 	}
@@ -69,7 +67,41 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.engine.Forget(id); err != nil {
+		logging.From(ctx).Warn("remove the monitor's log", "container_id", id, "error", err)
+	}
+	if pod, err := s.recs.pod(c.PodID); err == nil && len(s.recs.containersOf(pod.ID)) == 0 {
+		removeCgroupParents(c.CgroupPath, pod.CgroupParents)
+	}
 	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	s.recs.locks.Delete(id)
 	return nil
+}
+
+// removeCgroupParents removes the cgroups above a container's that enroot-cri made
+// (parents) and its default parent, where they are empty.
+func removeCgroupParents(cgPath string, parents []string) {
+	if strings.HasPrefix(cgPath, cgroups.DefaultParent+"/") {
+		parents = append([]string{cgroups.DefaultParent}, parents...)
+	}
+	cgroups.RemoveAncestors(parents)
+}
+
+// notePodCgroupParents adds the cgroups a container's create made above its own to
+// its pod's record; the caller holds the pod's lock.
+func (s *Server) notePodCgroupParents(pod *podRecord, made []string) error {
+	cur, err := s.recs.pod(pod.ID)
+	if err != nil || len(made) == 0 {
+		return err
+	}
+	updated := *cur
+	updated.CgroupParents = slices.Clone(cur.CgroupParents)
+	for _, p := range made {
+		if !slices.Contains(updated.CgroupParents, p) {
+			updated.CgroupParents = append(updated.CgroupParents, p)
+		}
+	}
+	// Deepest last, as RemoveAncestors wants them.
+	slices.SortStableFunc(updated.CgroupParents, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
+	return s.recs.savePod(&updated)
 }

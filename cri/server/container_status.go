@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -101,8 +102,15 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 			updated.Reason = "OOMKilled"
 		}
 	case !st.ShimAlive:
+		if cgroups.Running(c.CgroupPath) {
+			// The monitor is gone but the container's processes are not: it runs, and
+			// stop and remove kill them through its cgroup.
+			s.noteLostMonitor(ctx, c, true)
+			return c
+		}
 		updated.ExitCode, updated.FinishedAt, updated.Reason = 255, time.Now(), "Unknown"
-		updated.Message = "the container's monitor ended without recording an exit status (was the node restarted?)"
+		updated.Message = s.lostMonitorMessage(id)
+		s.noteLostMonitor(ctx, c, false)
 	default:
 		return c
 	}
@@ -117,6 +125,30 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 	}
 	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	return &updated
+}
+
+// lostMonitorMessage explains an exit no monitor recorded, naming the monitor's log
+// when there is one (there is none after a reboot).
+func (s *Server) lostMonitorMessage(id string) string {
+	log := s.engine.MonitorLog(id)
+	if _, err := os.Stat(log); err != nil {
+		return "the container's monitor ended without recording an exit status (was the node restarted?)"
+	}
+	return "the container's monitor ended without recording an exit status; its log is " + log
+}
+
+// noteLostMonitor reports, once per container, a monitor that ended without recording
+// an exit: with the container's processes still running, or with none left.
+func (s *Server) noteLostMonitor(ctx context.Context, c *containerRecord, running bool) {
+	if _, seen := s.lostMonitors.LoadOrStore(c.ID, true); seen {
+		return
+	}
+	s.metrics.Monitor("lost")
+	msg := "the container's monitor ended without recording an exit status; the container is reported exited"
+	if running {
+		msg = "the container's monitor ended while its processes run; stop or remove kills them through its cgroup"
+	}
+	logging.From(ctx).Warn(msg, "container_id", c.ID, "pod_id", c.PodID, "cgroup", c.CgroupPath, "monitor_log", s.engine.MonitorLog(c.ID))
 }
 
 // statusMounts reports the container's mounts; an image volume carries the ID of the

@@ -35,19 +35,25 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 	return &runtimeapi.StopContainerResponse{}, s.stopContainer(ctx, c.ID, time.Duration(req.GetTimeout())*time.Second)
 }
 
-// stopContainer stops a container; the caller holds its lock.
+// stopContainer stops a container; the caller holds its lock. It kills what is left
+// in the container's cgroup even when the container has exited (children of an init
+// that shares the pod's PID namespace) or its monitor is gone.
 func (s *Server) stopContainer(ctx context.Context, id string, timeout time.Duration) error {
 	c := s.refresh(ctx, id)
-	if c == nil || c.State == containerExited {
+	if c == nil {
+		return nil
+	}
+	cg, err := cgroups.Load(c.CgroupPath)
+	if err != nil {
+		cg = nil // no cgroup: nothing of the container can be left in it
+	}
+	if c.State == containerExited && !cgroups.Running(c.CgroupPath) {
 		return nil
 	}
 	if c.State == containerRunning && timeout > 0 {
-		_ = s.engine.Signal(id, stopSignal(c.StopSignal))
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		_, _ = s.engine.Wait(wctx, id)
-		cancel()
+		s.signalStop(ctx, c, cg, timeout)
 	}
-	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+	if cg != nil {
 		if err := cg.KillAll(killWait); err != nil {
 			logging.From(ctx).Warn("processes survived SIGKILL", "container_id", id, "error", err)
 		}
@@ -60,6 +66,26 @@ func (s *Server) stopContainer(ctx context.Context, id string, timeout time.Dura
 	}
 	s.refresh(ctx, id)
 	return nil
+}
+
+// signalStop sends the stop signal to the container's first process and waits up to
+// timeout for it to end: through its monitor, or, when the monitor is gone, to the
+// PID it recorded while that PID is still in the container's cgroup.
+func (s *Server) signalStop(ctx context.Context, c *containerRecord, cg *cgroups.Cgroup, timeout time.Duration) {
+	sig := stopSignal(c.StopSignal)
+	st := s.engine.State(c.ID)
+	if st.ShimAlive || cg == nil {
+		_ = s.engine.Signal(c.ID, sig)
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		_, _ = s.engine.Wait(wctx, c.ID)
+		cancel()
+		return
+	}
+	if sent, err := cg.Signal(st.InitPid, sig); err != nil || !sent {
+		logging.From(ctx).Warn("no first process to send the stop signal to", "container_id", c.ID, "pid", st.InitPid, "error", err)
+		return
+	}
+	_ = cg.WaitEmpty(timeout)
 }
 
 // stopSignal parses an image's stop signal ("SIGQUIT", "QUIT" or "3"); SIGTERM by default.

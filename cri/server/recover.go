@@ -32,12 +32,8 @@ func (s *Server) recover() error {
 	}
 	inUse := map[string]int{}
 	for _, c := range s.recs.allContainers() {
-		if now := s.refresh(ctx, c.ID); c.State != containerExited && now != nil {
-			if now.State != containerExited {
-				s.metrics.Monitor("readopted")
-			} else if now.Reason == "Unknown" {
-				s.metrics.Monitor("lost")
-			}
+		if now := s.refresh(ctx, c.ID); c.State != containerExited && now != nil && s.engine.State(c.ID).ShimAlive {
+			s.metrics.Monitor("readopted") // refresh reported the lost ones
 		}
 		inUse[c.ImageID]++
 		for _, v := range c.ImageVolumes {
@@ -76,6 +72,14 @@ func (s *Server) removeDebris(ctx context.Context) error {
 			}
 		}
 	}
+	logs, err := s.engine.MonitorLogs()
+	errs = append(errs, err)
+	for _, id := range logs {
+		if _, err := s.recs.container(id); err != nil {
+			errs = append(errs, s.engine.Forget(id))
+		}
+	}
+	errs = append(errs, s.removePendingCgroups(ctx))
 	podDirs, err := os.ReadDir(filepath.Join(s.cfg.State, "pods"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("list pod directories: %w", err)

@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
@@ -28,6 +29,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 		if err := s.removeContainer(ctx, c.ID); err != nil {
 			return nil, err
 		}
+	}
+	if cur, err := s.recs.pod(pod.ID); err == nil {
+		cgroups.RemoveAncestors(cur.CgroupParents)
 	}
 	if err := pod.Sandbox.Destroy(); err != nil {
 		return nil, err

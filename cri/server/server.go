@@ -58,6 +58,8 @@ type Server struct {
 	// transition serialises a container's move to exited with its removal, so that a
 	// refresh never brings back a removed record nor announces an exit twice.
 	transition sync.Mutex
+	// lostMonitors are the containers whose ended monitor was reported.
+	lostMonitors sync.Map
 }
 
 // New returns a server that answers Unavailable until Ready.
@@ -104,6 +106,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		engine: &container.Engine{
 			StateDir: filepath.Join(cfg.State, "containers"),
 			RootDir:  filepath.Join(cfg.Root, "containers"),
+			LogDir:   filepath.Join(cfg.State, "monitors"),
 			Exe:      exe,
 			Sealed:   bin,
 		},

@@ -45,6 +45,9 @@ type podRecord struct {
 	Sandbox   sandbox.Sandbox `json:"sandbox"`
 	IPs       []string        `json:"ips,omitempty"`
 	Networked bool            `json:"networked"` // CNI ADD succeeded and DEL has not run
+	// CgroupParents are the cgroups its containers' creates made above their own
+	// (the pod's cgroup parent, for one): removed with its last container.
+	CgroupParents []string `json:"cgroup_parents,omitempty"`
 
 	config *runtimeapi.PodSandboxConfig
 }

@@ -20,10 +20,12 @@ import (
 )
 
 // Engine creates and runs containers through their shims. Bundles (configuration,
-// exit status) live under StateDir, writable layers under RootDir.
+// exit status) live under StateDir, writable layers under RootDir, and each shim's
+// own log under LogDir, where it outlives the bundle until Forget.
 type Engine struct {
 	StateDir string // volatile: /run/enroot-cri/containers
 	RootDir  string // persistent: /var/lib/enroot-cri/containers
+	LogDir   string // volatile: /run/enroot-cri/monitors
 	Exe      string // the enroot-cri binary the shims run
 	// Sealed is a sealed in-memory copy of the binary (internal/sealed): what runs in a
 	// container (its init, an exec's stage) runs from it, never from Exe.
@@ -40,6 +42,37 @@ func (e *Engine) Bundle(id string) string { return filepath.Join(e.StateDir, id)
 // Layer is the directory holding a container's writable layer.
 func (e *Engine) Layer(id string) string { return filepath.Join(e.RootDir, id) }
 
+// MonitorLog is the file the container's shim writes its own messages to (a Go panic,
+// a failed copy of the container's output): kept after Delete, so that a monitor that
+// ended early can be diagnosed, and removed by Forget.
+func (e *Engine) MonitorLog(id string) string { return filepath.Join(e.LogDir, id+".log") }
+
+// Forget removes what Delete keeps of a container: its monitor's log.
+func (e *Engine) Forget(id string) error {
+	if err := os.Remove(e.MonitorLog(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove monitor log of %s: %w", id, err)
+	}
+	return nil
+}
+
+// MonitorLogs lists the IDs of containers that have a monitor log.
+func (e *Engine) MonitorLogs() ([]string, error) {
+	entries, err := os.ReadDir(e.LogDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list monitor logs: %w", err)
+	}
+	var ids []string
+	for _, en := range entries {
+		if id, ok := strings.CutSuffix(en.Name(), ".log"); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
 // Create writes the bundle and starts the shim, which starts the container's init;
 // it returns the init's PID once the root filesystem is ready and the init waits for
 // Start. On failure nothing of the container remains.
@@ -48,10 +81,11 @@ func (e *Engine) Create(ctx context.Context, cfg *Config) (pid int, err error) {
 	defer func() {
 		if err != nil {
 			_ = e.Delete(cfg.ID)
+			_ = e.Forget(cfg.ID) // what it said is in err
 		}
 	}()
 	cfg.UpperDir, cfg.WorkDir = filepath.Join(layer, "upper"), filepath.Join(layer, "work")
-	for _, d := range []string{bundle, cfg.WorkDir} {
+	for _, d := range []string{bundle, cfg.WorkDir, e.LogDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return 0, fmt.Errorf("create container directories: %w", err)
 		}
@@ -64,16 +98,16 @@ func (e *Engine) Create(ctx context.Context, cfg *Config) (pid int, err error) {
 	if err := writeConfig(bundle, cfg); err != nil {
 		return 0, err
 	}
-	return e.startShim(ctx, bundle)
+	return e.startShim(ctx, cfg.ID, bundle)
 }
 
-func (e *Engine) startShim(ctx context.Context, bundle string) (int, error) {
+func (e *Engine) startShim(ctx context.Context, id, bundle string) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, fmt.Errorf("create shim pipe: %w", err)
 	}
 	defer r.Close()
-	logf, err := os.OpenFile(filepath.Join(bundle, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(e.MonitorLog(id), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		w.Close()
 		return 0, fmt.Errorf("open shim log: %w", err)
@@ -119,9 +153,25 @@ func (e *Engine) startShim(ctx context.Context, bundle string) (int, error) {
 		return 0, errdefs.WithKind(errors.New(rest), errdefs.ErrFailedPrecondition)
 	}
 	if a.err != nil {
-		return 0, fmt.Errorf("shim ended without an answer (see %s): %w", filepath.Join(bundle, "shim.log"), a.err)
+		return 0, fmt.Errorf("shim ended without an answer: %w; its log: %s", a.err, e.logTail(id))
 	}
-	return 0, fmt.Errorf("shim answered %q (see %s)", a.line, filepath.Join(bundle, "shim.log"))
+	return 0, fmt.Errorf("shim answered %q; its log: %s", a.line, e.logTail(id))
+}
+
+// logTail is the end of a monitor's log, for an error message.
+func (e *Engine) logTail(id string) string {
+	data, err := os.ReadFile(e.MonitorLog(id))
+	if err != nil {
+		return err.Error()
+	}
+	const keep = 2048
+	if len(data) > keep {
+		data = data[len(data)-keep:]
+	}
+	if s := strings.TrimSpace(string(data)); s != "" {
+		return s
+	}
+	return "(empty)"
 }
 
 // Start releases the container's init into the user's command.
@@ -200,7 +250,8 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Exit, error) {
 }
 
 // Delete kills what remains of the container's processes and removes its bundle and
-// writable layer. Deleting a deleted container is fine.
+// writable layer; the monitor's log stays until Forget. Deleting a deleted container
+// is fine.
 func (e *Engine) Delete(id string) error {
 	bundle := e.Bundle(id)
 	if shimPid, err := readPid(filepath.Join(bundle, "shim.pid")); err == nil && isShim(shimPid, bundle) {

@@ -74,7 +74,7 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, err)
 	t.Cleanup(func() { bin.Close() })
 	f := &fixture{
-		engine: &Engine{StateDir: filepath.Join(dir, "state"), RootDir: filepath.Join(dir, "layers"), Exe: exe, Sealed: bin},
+		engine: &Engine{StateDir: filepath.Join(dir, "state"), RootDir: filepath.Join(dir, "layers"), LogDir: filepath.Join(dir, "monitors"), Exe: exe, Sealed: bin},
 		mounts: &ImageMounts{Dir: filepath.Join(dir, "mnt")},
 		image:  img,
 		dir:    dir,
