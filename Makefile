@@ -18,7 +18,7 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-security fuzz test-kubelet test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-security soak fuzz test-kubelet test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -53,6 +53,11 @@ FUZZ_EXECS ?= 20000x
 test-security: deps build ## run the attack suite against the live daemon and a short fuzz run of every untrusted-input parser
 	bash -o pipefail -c "ENROOT_CRI_BIN=$(ENROOT_CRI_BIN) $(GO) test -count=1 -v -timeout 20m -run 'TestAttacks' ./tests | grep -E '^\s*--- |^(ok|FAIL|PASS)|Error'"
 	@$(MAKE) --no-print-directory fuzz
+
+SOAK_PODS ?= 200
+SOAK_KILL_EVERY ?= 10s
+soak: deps build ## churn SOAK_PODS pods (200) with 4 workers while the daemon is kill -9ed every ~SOAK_KILL_EVERY (10s); then check states and leaks
+	bash -o pipefail -c "ENROOT_CRI_SOAK=1 ENROOT_CRI_SOAK_PODS=$(SOAK_PODS) ENROOT_CRI_SOAK_KILL_EVERY=$(SOAK_KILL_EVERY) $(GO) test -count=1 -v -timeout 45m -run '^TestSoak$$' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 fuzz: ## run every fuzz target for FUZZ_EXECS inputs (default 20000x; e.g. FUZZ_EXECS=60s)
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \

@@ -95,12 +95,7 @@ func newDaemon(t *testing.T, extra string) *daemon {
 // start runs the daemon and waits until it answers Version.
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
-	argv := append(append([]string{}, d.wrapper...), enrootCRI, "serve", "--config", d.config)
-	d.cmd = exec.Command(argv[0], argv[1:]...)
-	d.log = &bytes.Buffer{}
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.ExtraFiles = d.inherit
-	require.NoError(t, d.cmd.Start())
+	require.NoError(t, d.launch())
 	if d.conn == nil {
 		// Once, and first: cleanups run last-registered first, so later ones (pod
 		// removal) still have a daemon and a connection.
@@ -129,6 +124,16 @@ func (d *daemon) start(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// launch starts the daemon's process without waiting for it to answer.
+func (d *daemon) launch() error {
+	argv := append(append([]string{}, d.wrapper...), enrootCRI, "serve", "--config", d.config)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
+	d.log = &bytes.Buffer{}
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.ExtraFiles = d.inherit
+	return d.cmd.Start()
 }
 
 // stop sends SIGTERM and waits for the exit status.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -192,8 +193,23 @@ func (e *podEnv) removeAllAndCheckLeaks(t *testing.T) {
 		out, _ := exec.Command("pgrep", "-f", "pod-holder "+id).Output()
 		assert.Empty(t, strings.TrimSpace(string(out)), "PID holder left behind")
 	}
-	for _, d := range []string{"state/pods", "state/containers", "state/images", "root/containers"} {
+	for _, d := range []string{"state/pods", "state/containers", "state/images", "state/monitors", "state/pending", "root/containers"} {
 		entries, _ := os.ReadDir(filepath.Join(e.dir, d))
 		assert.Empty(t, entries, d)
 	}
+	if out, err := exec.Command("losetup", "--list", "--noheadings", "--output", "BACK-FILE").Output(); err == nil {
+		assert.NotContains(t, string(out), e.dir, "loop devices left attached")
+	}
+	ports, err := exec.Command("ip", "-o", "link", "show", "master", e.bridge).Output()
+	if err == nil {
+		assert.Empty(t, strings.TrimSpace(string(ports)), "veth pairs left on the pod network's bridge")
+	}
+	var strays []string
+	for _, pid := range pgrep(e.dir) {
+		if e.cmd == nil || e.cmd.Process == nil || pid != strconv.Itoa(e.cmd.Process.Pid) {
+			cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			strays = append(strays, pid+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	assert.Empty(t, strays, "processes naming the test's directory, other than the daemon")
 }

@@ -100,7 +100,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	res, autoCPUs := s.confinement(cfg.GetLinux().GetResources(), sc.GetPrivileged(), ccfg.Spec.Linux.Devices, "")
 	// Written down first: a daemon killed before the record is saved removes this
 	// cgroup at its next start.
-	if err := s.notePending(pendingCgroup{ContainerID: id, Path: cgPath, Parents: cgroups.MissingAncestors(cgPath)}); err != nil {
+	if err := s.notePending(pending{ID: id, CgroupPath: cgPath, CgroupParents: cgroups.MissingAncestors(cgPath)}); err != nil {
 		return nil, err
 	}
 	u.push(func() error { return s.donePending(id) })

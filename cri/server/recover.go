@@ -79,7 +79,7 @@ func (s *Server) removeDebris(ctx context.Context) error {
 			errs = append(errs, s.engine.Forget(id))
 		}
 	}
-	errs = append(errs, s.removePendingCgroups(ctx))
+	errs = append(errs, s.removePending(ctx))
 	podDirs, err := os.ReadDir(filepath.Join(s.cfg.State, "pods"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("list pod directories: %w", err)
@@ -87,8 +87,7 @@ func (s *Server) removeDebris(ctx context.Context) error {
 	for _, e := range podDirs {
 		if _, err := s.recs.pod(e.Name()); err != nil {
 			logging.From(ctx).Info("removing leftover pod sandbox", "pod_id", e.Name())
-			sb := sandbox.Sandbox{Dir: s.podDir(e.Name())}
-			errs = append(errs, sb.Destroy())
+			errs = append(errs, sandbox.Leftover(s.podDir(e.Name())).Destroy())
 		}
 	}
 	return errors.Join(errs...)

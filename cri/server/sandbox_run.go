@@ -38,6 +38,16 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	uids, _, _ := podUserns(cfg) // validated above
 	ownUserns := uids != nil || s.cfg.Runtimes[handler].IsEnroot()
+	configJSON, err := protojson.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode pod config: %w", err)
+	}
+	// Written down first: a daemon killed before the record is saved releases the
+	// pod's address and ends its holder at its next start.
+	if err := s.notePending(pending{ID: id, PodConfig: configJSON}); err != nil {
+		return nil, err
+	}
+	u.push(func() error { return s.donePending(id) })
 	sb, err := sandbox.Create(s.podDir(id), sandbox.Options{
 		Net: !hostNet, UTS: !hostNet, IPC: nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE,
 		// A shared PID namespace would be the host's user namespace's: a container of a
@@ -68,11 +78,12 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err := writePodFiles(sb.Dir, cfg, rec.IPs, hostNet); err != nil {
 		return nil, err
 	}
-	if rec.Config, err = protojson.Marshal(cfg); err != nil {
-		return nil, fmt.Errorf("encode pod config: %w", err)
-	}
+	rec.Config = configJSON
 	if err := s.recs.savePod(rec); err != nil {
 		return nil, err
+	}
+	if err := s.donePending(id); err != nil {
+		logging.From(ctx).Warn("forget the pending pod create", "error", err)
 	}
 	logging.From(ctx).Info("pod sandbox ready", "ips", rec.IPs, "host_network", hostNet)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil

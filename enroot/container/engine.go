@@ -254,12 +254,20 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Exit, error) {
 // is fine.
 func (e *Engine) Delete(id string) error {
 	bundle := e.Bundle(id)
-	if shimPid, err := readPid(filepath.Join(bundle, "shim.pid")); err == nil && isShim(shimPid, bundle) {
+	shimPid, err := readPid(filepath.Join(bundle, "shim.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		shimPid = findShim(bundle) // started, but the daemon was killed before it wrote shim.pid
+	}
+	if shimPid > 0 && isShim(shimPid, bundle) {
+		// A killed init makes the shim record the exit and end; without init.pid (a
+		// create cut off before the shim answered) there is no init to wait for: the
+		// caller kills what is in the container's cgroup.
 		if pid, err := readPid(filepath.Join(bundle, "init.pid")); err == nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(shimPid, bundle, 5*time.Second)
 		}
-		waitGone(shimPid, bundle, 5*time.Second)
 		_ = syscall.Kill(shimPid, syscall.SIGKILL)
+		waitGone(shimPid, bundle, time.Second)
 	}
 	if err := os.RemoveAll(bundle); err != nil {
 		return fmt.Errorf("remove bundle of %s: %w", id, err)
@@ -275,6 +283,20 @@ func waitGone(pid int, bundle string, timeout time.Duration) {
 	for isShim(pid, bundle) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// findShim looks through /proc for the shim of bundle; 0 when there is none.
+func findShim(bundle string) int {
+	if _, err := os.Stat(bundle); err != nil {
+		return 0
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if pid, err := strconv.Atoi(p.Name()); err == nil && isShim(pid, bundle) {
+			return pid
+		}
+	}
+	return 0
 }
 
 func readPid(path string) (int, error) {

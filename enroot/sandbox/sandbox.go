@@ -225,6 +225,31 @@ func (sb *Sandbox) HolderAlive() bool {
 	return err == nil && strings.Contains(string(cmdline), "pod-holder\x00"+sb.holderTag())
 }
 
+// Leftover is what remains of a sandbox whose record was never written (a create cut
+// off by a crash): its pinned namespaces and its PID holder, found by its tag in /proc.
+func Leftover(dir string) *Sandbox {
+	sb := &Sandbox{Dir: dir}
+	for name, field := range map[string]*string{"net": &sb.NetNS, "ipc": &sb.IPCNS, "uts": &sb.UTSNS} {
+		if p := filepath.Join(dir, "ns", name); isNsfs(p) {
+			*field = p
+		}
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		sb.HolderPid = pid
+		if sb.HolderAlive() {
+			sb.PIDNS = fmt.Sprintf("/proc/%d/ns/pid", pid)
+			return sb
+		}
+	}
+	sb.HolderPid = 0
+	return sb
+}
+
 // holderTag names the sandbox on its holder's command line, which the pod's
 // containers see: its ID, not a host path.
 func (sb *Sandbox) holderTag() string { return filepath.Base(sb.Dir) }
