@@ -120,7 +120,7 @@ critest-bin: ## build bin/critest from cri-tools v1.37.0 through the Go module p
 critest: deps build crictl critest-bin ## run critest (cri-tools v1.37.0) against enroot-cri with locally built images
 	./tests/critest.sh
 
-bench: deps build crictl critest-bin ## critest -benchmark against enroot-cri and containerd (Debian) side by side
+bench: deps build crictl critest-bin ## critest -benchmark, crictl timings and read calls at 200 containers, enroot-cri and containerd (Debian) side by side (BENCH_PARTS="critest sizes reads")
 	@for p in containerd runc; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; break; }; done
 	./tests/bench.sh
 

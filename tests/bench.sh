@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # make bench: critest -benchmark against enroot-cri AND containerd + runc from Debian,
 # in one invocation, on the same locally built images and the same kind of CNI
-# network; prints per-operation medians and 95th percentiles for both and their ratio.
+# network; prints per-operation medians and 95th percentiles for both and their ratio,
+# then the read calls' p50/p99 at 200 containers. BENCH_PARTS picks the parts
+# (default "critest sizes reads").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+parts=" ${BENCH_PARTS:-critest sizes reads} "
+part() { [[ "$parts" == *" $1 "* ]]; }
 BIN=$PWD/bin
 . tests/lib.sh
 OUT=$PWD/_output/bench
@@ -12,7 +16,9 @@ work=$(mktemp -d /tmp/enroot-cri-bench.XXXXXX)
 pids=()
 sockets=("$work/enroot-cri.sock" "$work/containerd.sock")
 bridges=(ecri-bench0 ecri-bench1)
-trap cleanup EXIT
+# The read benchmark's pods name cgroup parents (as a kubelet does): remove what is left
+# of them once empty.
+trap 'cleanup; rmdir /sys/fs/cgroup/*/bench-reads/pod* /sys/fs/cgroup/*/bench-reads 2>/dev/null || true' EXIT
 touch "$work/crictl.yaml" # crictl reads it instead of warning about /etc/crictl.yaml
 
 start_registry 300 go run ./tests/cmd/critest-images -bench
@@ -65,6 +71,19 @@ sizes() {
   "${c[@]}" rmp -f "$pod" >/dev/null
 }
 
+# reads NAME SOCKET: the read calls a kubelet makes, at 100 pods x 2 running containers.
+reads() {
+  echo "== read calls at 200 containers against $1"
+  "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$2" -i "unix://$2" pull "$image" >/dev/null
+  go run ./tests/cmd/bench-reads -endpoint "unix://$2" -image "$image" -pods 100 > "$OUT/$1-reads.txt"
+}
+
+run_parts() { # run_parts NAME SOCKET
+  if part critest; then bench "$1" "$2"; fi
+  if part sizes; then sizes "$1" "$2"; fi
+  if part reads; then reads "$1" "$2"; fi
+}
+
 bench() { # bench NAME SOCKET
   echo "== critest -benchmark against $1"
   "$BIN/critest" -benchmark --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" \
@@ -87,8 +106,7 @@ cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
 pid=$!
 pids+=($pid)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock"
-bench enroot-cri "$work/enroot-cri.sock"
-sizes enroot-cri "$work/enroot-cri.sock"
+run_parts enroot-cri "$work/enroot-cri.sock"
 "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
 kill "$pid"
 
@@ -117,13 +135,24 @@ TOML
 containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
 pids+=($!)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock"
-bench containerd "$work/containerd.sock"
-sizes containerd "$work/containerd.sock"
+run_parts containerd "$work/containerd.sock"
 
 echo
 {
-  go run ./tests/cmd/bench-report -a "enroot-cri=$OUT/enroot-cri" -b "containerd=$OUT/containerd"
-  echo
+  if part critest; then
+    go run ./tests/cmd/bench-report -a "enroot-cri=$OUT/enroot-cri" -b "containerd=$OUT/containerd"
+    echo
+  fi
+  if part reads; then
+    printf '%-32s %20s %20s %8s\n' "reads at 200 containers" "enroot-cri p50/p99" "containerd p50/p99" "p50 a/b"
+    while read -r name p50 p99; do
+      [[ "$name" == "#"* ]] && continue
+      read -r _ cp50 cp99 < <(awk -v k="$name" '$1 == k' "$OUT/containerd-reads.txt")
+      printf '%-32s %9sus %7sus %9sus %7sus %8s\n' "$name" "$p50" "$p99" "$cp50" "$cp99" "$(awk -v a="$p50" -v b="$cp50" 'BEGIN {printf "%.2f", a / b}')"
+    done < "$OUT/enroot-cri-reads.txt"
+    echo
+  fi
+  part sizes || exit 0
   printf '%-32s %14s %14s\n' "image sizes (median, via crictl)" enroot-cri containerd
   for key in pull_1GiB_10_layers create_start_small create_start_big; do
     med() { awk -v k="$key" '$1 == k {print $2}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -64,6 +64,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err := s.donePending(id); err != nil {
 		logging.From(ctx).Warn("forget the pending cgroup", "error", err)
 	}
+	s.watch(ctx, id)
 	s.emit(ctx, pod.ID, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }

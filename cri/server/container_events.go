@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -9,14 +10,14 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/internal/logging"
+	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 )
 
 // eventBuffer is how many events a slow subscriber may fall behind before it misses
 // some (the kubelet then relists, as it does on any gap).
 const eventBuffer = 1024
 
-// exitPoll is how often running containers are checked for an exit, so that a
-// STOPPED event follows an exit promptly.
+// exitPoll is how often the containers no pidfd reports are checked for an exit.
 const exitPoll = time.Second
 
 // events fans container lifecycle events out to GetContainerEvents subscribers.
@@ -83,9 +84,11 @@ func (s *Server) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream grpc.
 	}
 }
 
-// watchExits refreshes created and running containers periodically, so that exits
-// are recorded (and announced) even when nobody asks for a status.
+// watchExits records each container's exit as its shim ends (pidfds, one epoll set)
+// and announces it; containers no pidfd can report (a monitor that ended while the
+// container's processes run) are looked at every exitPoll until they have exited.
 func (s *Server) watchExits(ctx context.Context) {
+	go s.exits.Run(ctx, func(id string) { s.refresh(ctx, id) })
 	t := time.NewTicker(exitPoll)
 	defer t.Stop()
 	for {
@@ -94,10 +97,26 @@ func (s *Server) watchExits(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, c := range s.recs.allContainers() {
-			if c.State != containerExited {
-				s.refresh(ctx, c.ID)
+		s.polled.Range(func(key, _ any) bool {
+			if c := s.refresh(ctx, key.(string)); c == nil || c.State == containerExited {
+				s.polled.Delete(key)
 			}
-		}
+			return true
+		})
 	}
+}
+
+// watch has the exit watcher record the container's exit as soon as its shim ends;
+// a shim already gone is looked at now.
+func (s *Server) watch(ctx context.Context, id string) {
+	err := s.engine.WatchShim(s.exits, id)
+	if err == nil {
+		return
+	}
+	if !errors.Is(err, pidwatch.ErrGone) {
+		logging.From(ctx).Warn("cannot watch the container's monitor; polling it", "container_id", id, "error", err)
+		s.polled.Store(id, true)
+		return
+	}
+	s.refresh(ctx, id)
 }

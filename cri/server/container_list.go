@@ -19,9 +19,6 @@ func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContain
 		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.PodID, f.GetPodSandboxId()) {
 			continue
 		}
-		if fresh := s.refresh(ctx, c.ID); fresh != nil {
-			c = fresh
-		}
 		if f.GetState() != nil && f.GetState().GetState() != containerState(c) {
 			continue
 		}

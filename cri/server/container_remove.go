@@ -67,6 +67,9 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	s.exits.Remove(id)
+	s.polled.Delete(id)
+	s.lostMonitors.Delete(id)
 	if err := s.engine.Forget(id); err != nil {
 		logging.From(ctx).Warn("remove the monitor's log", "container_id", id, "error", err)
 	}

@@ -21,9 +21,6 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	if err != nil {
 		return nil, err
 	}
-	if fresh := s.refresh(ctx, c.ID); fresh != nil {
-		c = fresh
-	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(c)}
 	if req.GetVerbose() {
 		info, err := json.Marshal(map[string]any{
@@ -106,6 +103,7 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 			// The monitor is gone but the container's processes are not: it runs, and
 			// stop and remove kill them through its cgroup.
 			s.noteLostMonitor(ctx, c, true)
+			s.polled.Store(id, true) // no shim is left to report its end
 			return c
 		}
 		updated.ExitCode, updated.FinishedAt, updated.Reason = 255, time.Now(), "Unknown"

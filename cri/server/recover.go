@@ -32,8 +32,11 @@ func (s *Server) recover() error {
 	}
 	inUse := map[string]int{}
 	for _, c := range s.recs.allContainers() {
-		if now := s.refresh(ctx, c.ID); c.State != containerExited && now != nil && s.engine.State(c.ID).ShimAlive {
-			s.metrics.Monitor("readopted") // refresh reported the lost ones
+		if now := s.refresh(ctx, c.ID); c.State != containerExited && now != nil && now.State != containerExited {
+			if s.engine.State(c.ID).ShimAlive {
+				s.metrics.Monitor("readopted") // refresh reported the lost ones
+			}
+			s.watch(ctx, c.ID)
 		}
 		inUse[c.ImageID]++
 		for _, v := range c.ImageVolumes {

@@ -22,6 +22,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
+	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 	"github.com/enroot-cri/enroot-cri/internal/sealed"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
@@ -60,6 +61,10 @@ type Server struct {
 	transition sync.Mutex
 	// lostMonitors are the containers whose ended monitor was reported.
 	lostMonitors sync.Map
+	// exits reports each watched container's shim as it ends; polled are the
+	// containers it cannot report (their monitor ended while their processes run).
+	exits  *pidwatch.Watcher
+	polled sync.Map
 }
 
 // New returns a server that answers Unavailable until Ready.
@@ -122,6 +127,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 // through.
 func (s *Server) Ready(images *image.Store) error {
 	s.images = images
+	exits, err := pidwatch.New()
+	if err != nil {
+		return err
+	}
+	s.exits = exits
 	if err := s.recover(); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/diskusage"
+	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 )
 
 // Engine creates and runs containers through their shims. Bundles (configuration,
@@ -214,6 +215,17 @@ func (e *Engine) running(id string) (State, error) {
 		return st, fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	return st, nil
+}
+
+// WatchShim has w report id when the container's shim ends (it records the exit
+// first); pidwatch.ErrGone when it already has, or there is none.
+func (e *Engine) WatchShim(w *pidwatch.Watcher, id string) error {
+	bundle := e.Bundle(id)
+	pid, err := readPid(filepath.Join(bundle, "shim.pid"))
+	if err != nil {
+		return pidwatch.ErrGone
+	}
+	return w.Add(id, pid, func() bool { return isShim(pid, bundle) })
 }
 
 // Signal sends sig to the container's first process.
