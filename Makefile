@@ -23,8 +23,9 @@ export CRICTL := $(BIN)/crictl
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
-build: ## build bin/enroot-cri (static) and bin/enroot-cri-nvml (cgo: it loads NVML)
+build: ## build bin/enroot-cri and bin/enroot-cri-shim (static) and bin/enroot-cri-nvml (cgo: it loads NVML)
 	$(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/enroot-cri ./cmd/enroot-cri
+	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/enroot-cri-shim ./cmd/enroot-cri-shim
 	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=pie -ldflags '-s -w' -o $(BIN)/enroot-cri-nvml ./cmd/enroot-cri-nvml
 
 crictl: ## build bin/crictl from cri-tools v1.37.0 through the Go module proxy
@@ -87,6 +88,7 @@ ENROOT_BUILD_PACKAGES := build-essential libbsd-dev makeself curl gawk jq parall
 test-slurm-parity: deps build ## slurmd on 127.0.0.1: cgroups of steps and pods under the same cgroup.conf; pyxis+Enroot steps vs pods (docs/parity.md)
 	@missing=""; for p in $(SLURM_PACKAGES) $(ENROOT_BUILD_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	CGO_ENABLED=1 $(GO) build -tags fakenvml -o $(ENROOT_CRI_NVML_FAKE) ./cmd/enroot-cri-nvml
 	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog|TestEnrootParity|TestStockEnrootConfiguration|TestPyxisImporter' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
 test-kubelet: deps build crictl ## a real node: etcd, kube-apiserver, kubelet and kubectl (built from the module proxy) on 127.0.0.1 against the daemon's defaults

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -418,6 +419,20 @@ func (c Config) Validate() error {
 		bad("metrics.address", "%v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// Keys is the configuration as its TOML file names it (tables and keys), for a
+// verbose Status.
+func (c Config) Keys() (map[string]any, error) {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+		return nil, fmt.Errorf("encode configuration: %w", err)
+	}
+	out := map[string]any{}
+	if _, err := toml.Decode(buf.String(), &out); err != nil {
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	return out, nil
 }
 
 // RuntimeHandlers lists the configured handler names, sorted.

@@ -115,3 +115,13 @@ func TestRuntimeTableDefaults(t *testing.T) {
 	assert.Equal(t, KindKubernetes, cfg.DefaultRuntime, "pods naming no handler get Kubernetes semantics")
 	assert.True(t, cfg.Runtimes[cfg.DefaultRuntime].AllowPrivileged, "system pods may be privileged on the defaults")
 }
+
+func TestKeysAreTheFilesNames(t *testing.T) {
+	keys, err := Default().Keys()
+	require.NoError(t, err)
+	assert.Equal(t, "/run/enroot-cri/enroot-cri.sock", keys["socket"])
+	cg, ok := keys["cgroups"].(map[string]any)
+	require.True(t, ok, "tables stay tables: %v", keys)
+	assert.Equal(t, "cgroupfs", cg["driver"])
+	assert.NotContains(t, keys, "Socket", "Go field names")
+}

@@ -71,17 +71,18 @@ sizes() {
   "${c[@]}" rmp -f "$pod" >/dev/null
 }
 
-# reads NAME SOCKET: the read calls a kubelet makes, at 100 pods x 2 running containers.
+# reads NAME SOCKET PROCS: the read calls a kubelet makes, at 100 pods x 2 running
+# containers, and the memory of the runtime's processes matching PROCS (its monitors).
 reads() {
   echo "== read calls at 200 containers against $1"
   "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$2" -i "unix://$2" pull "$image" >/dev/null
-  go run ./tests/cmd/bench-reads -endpoint "unix://$2" -image "$image" -pods 100 > "$OUT/$1-reads.txt"
+  go run ./tests/cmd/bench-reads -endpoint "unix://$2" -image "$image" -pods 100 -procs "$3" > "$OUT/$1-reads.txt"
 }
 
-run_parts() { # run_parts NAME SOCKET
+run_parts() { # run_parts NAME SOCKET PROCS
   if part critest; then bench "$1" "$2"; fi
   if part sizes; then sizes "$1" "$2"; fi
-  if part reads; then reads "$1" "$2"; fi
+  if part reads; then reads "$1" "$2" "$3"; fi
 }
 
 bench() { # bench NAME SOCKET
@@ -106,7 +107,7 @@ cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
 pid=$!
 pids+=($pid)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock"
-run_parts enroot-cri "$work/enroot-cri.sock"
+run_parts enroot-cri "$work/enroot-cri.sock" "^\\S*enroot-cri(-shim)? shim $work/"
 "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
 kill "$pid"
 
@@ -135,7 +136,7 @@ TOML
 containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
 pids+=($!)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock"
-run_parts containerd "$work/containerd.sock"
+run_parts containerd "$work/containerd.sock" "^\\S*containerd-shim-runc-v2 .*-address $work/containerd.sock|^/pause$"
 
 echo
 {
@@ -146,10 +147,18 @@ echo
   if part reads; then
     printf '%-32s %20s %20s %8s\n' "reads at 200 containers" "enroot-cri p50/p99" "containerd p50/p99" "p50 a/b"
     while read -r name p50 p99; do
-      [[ "$name" == "#"* ]] && continue
+      [[ "$name" == "#"* || "$name" == memory ]] && continue
       read -r _ cp50 cp99 < <(awk -v k="$name" '$1 == k' "$OUT/containerd-reads.txt")
       printf '%-32s %9sus %7sus %9sus %7sus %8s\n' "$name" "$p50" "$p99" "$cp50" "$cp99" "$(awk -v a="$p50" -v b="$cp50" 'BEGIN {printf "%.2f", a / b}')"
     done < "$OUT/enroot-cri-reads.txt"
+    echo
+    printf '%-32s %20s %20s\n' "memory at 100 pods, 200 containers" enroot-cri containerd
+    read -r _ an ar ap < <(grep '^memory ' "$OUT/enroot-cri-reads.txt")
+    read -r _ bn br bp < <(grep '^memory ' "$OUT/containerd-reads.txt")
+    printf '%-32s %20s %20s\n' "processes (monitors; + pause)" "$an" "$bn"
+    printf '%-32s %17s MB %17s MB\n' "RSS, total" "$((ar / 1024))" "$((br / 1024))"
+    printf '%-32s %17s MB %17s MB\n' "PSS, total" "$((ap / 1024))" "$((bp / 1024))"
+    printf '%-32s %17s kB %17s kB\n' "PSS per container" "$((ap / 200))" "$((bp / 200))"
     echo
   fi
   part sizes || exit 0

@@ -29,6 +29,10 @@ var nvmlFake string
 func TestMain(m *testing.M) {
 	enrootCRI = os.Getenv("ENROOT_CRI_BIN")
 	nvmlFake = os.Getenv("ENROOT_CRI_NVML_FAKE")
+	if _, err := os.Stat(nvmlFake); nvmlFake != "" && err != nil {
+		fmt.Fprintf(os.Stderr, "no fake NVML helper at %s, GPU tests will skip: %v\n", nvmlFake, err)
+		nvmlFake = ""
+	}
 	if enrootCRI == "" {
 		dir, err := os.MkdirTemp("", "enroot-cri-bin-")
 		if err != nil {
@@ -39,15 +43,18 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		enrootCRI = filepath.Join(dir, "enroot-cri")
-		build := exec.Command("go", "build", "-o", enrootCRI, "../cmd/enroot-cri")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: exec runs it inside containers
-		out, err := build.CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build enroot-cri: %v\n%s", err, out)
-			os.Exit(1)
+		// Static: exec runs it inside containers. The monitor binary goes beside it,
+		// where the daemon looks for it.
+		for name, pkg := range map[string]string{"enroot-cri": "../cmd/enroot-cri", "enroot-cri-shim": "../cmd/enroot-cri-shim"} {
+			build := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
+				os.Exit(1)
+			}
 		}
 		nvmlFake = filepath.Join(dir, "enroot-cri-nvml-fake")
-		build = exec.Command("go", "build", "-tags", "fakenvml", "-o", nvmlFake, "../cmd/enroot-cri-nvml")
+		build := exec.Command("go", "build", "-tags", "fakenvml", "-o", nvmlFake, "../cmd/enroot-cri-nvml")
 		build.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -Wno-deprecated-declarations")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "no fake NVML helper, GPU tests will skip: %v\n%s", err, out)

@@ -8,12 +8,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -79,10 +82,13 @@ func TestALostMonitorIsFoundThroughItsCgroup(t *testing.T) {
 		require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "up") }, 30*time.Second, 20*time.Millisecond)
 		info := e.info(t, id)
 		require.NotZero(t, info.Pid)
-		shims := pgrep("enroot-cri shim " + info.Bundle + "$")
+		shims := pgrep("enroot-cri(-shim)? shim " + info.Bundle + "$")
 		require.Len(t, shims, 1, "the container's shim")
+		exe, err := os.Readlink("/proc/" + shims[0] + "/exe")
+		require.NoError(t, err)
+		assert.Equal(t, "enroot-cri-shim", filepath.Base(exe), "the monitor is the small binary beside the daemon's")
 		require.NoError(t, exec.Command("kill", "-9", shims[0]).Run())
-		require.Eventually(t, func() bool { return len(pgrep("enroot-cri shim "+info.Bundle+"$")) == 0 }, 10*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return len(pgrep("enroot-cri(-shim)? shim "+info.Bundle+"$")) == 0 }, 10*time.Second, 10*time.Millisecond)
 		infos[id] = info
 	}
 	monitorLog := func(id string) string { return filepath.Join(e.dir, "state", "monitors", id+".log") }
@@ -225,4 +231,35 @@ func TestPodCgroupParentGoesWithItsLastContainer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, cgroupDirs(parent), "the pod's cgroup parent, made by the first container")
 	assert.Empty(t, cgroupDirs(top))
+}
+
+// Concurrent RunPodSandbox calls with the same name: one pod, the others AlreadyExists
+// naming it.
+func TestConcurrentPodsOfOneNameMakeOnePod(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("twin", nil)
+	const calls = 4
+	errs := make(chan error, calls)
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Go(func() {
+			_, err := e.runtime.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		if err == nil {
+			ok++
+			continue
+		}
+		assert.Equal(t, codes.AlreadyExists, status.Code(err), "%v", err)
+		assert.ErrorContains(t, err, "pod name test/twin (uid twin-uid, attempt 0) is already used by pod sandbox ")
+	}
+	assert.Equal(t, 1, ok)
+	pods, err := e.runtime.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+	require.NoError(t, err)
+	assert.Len(t, pods.Items, 1)
 }

@@ -23,7 +23,7 @@ files=$(rpm -qpl "$rpm")
 for f in /usr/bin/enroot-cri /usr/bin/enroot-cri-nvml /usr/lib/systemd/system/enroot-cri.service \
   /usr/lib/tmpfiles.d/enroot-cri.conf /etc/enroot-cri/config.toml /usr/share/enroot-cri/runtimeclass.yaml \
   /usr/share/enroot-cri/kubelet-config.yaml /usr/share/enroot-cri/10-enroot-cri.conflist \
-  /usr/share/enroot-cri/slurm-prolog.sh /usr/share/enroot-cri/slurm-epilog.sh /usr/libexec/enroot-cri/pyxis-importer /usr/share/man/man8/enroot-cri.8.gz; do
+  /usr/share/enroot-cri/slurm-prolog.sh /usr/share/enroot-cri/slurm-epilog.sh /usr/libexec/enroot-cri/pyxis-importer /usr/libexec/enroot-cri/enroot-cri-shim /usr/share/man/man8/enroot-cri.8.gz; do
   grep -qx "$f" <<<"$files" || fail "the RPM lacks $f"
 done
 [ "$(rpm -qp --configfiles "$rpm")" = /etc/enroot-cri/config.toml ] || fail "config.toml is not the RPM's config file"

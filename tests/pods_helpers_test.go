@@ -187,7 +187,7 @@ func (e *podEnv) removeAllAndCheckLeaks(t *testing.T) {
 	if nat, err := exec.Command("iptables", "-t", "nat", "-S").Output(); err == nil {
 		assert.NotContains(t, string(nat), "CNI-DN-", "hostPort rules left behind")
 	}
-	out, _ := exec.Command("pgrep", "-f", "enroot-cri shim "+e.dir).Output()
+	out, _ := exec.Command("pgrep", "-f", "enroot-cri(-shim)? shim "+e.dir).Output()
 	assert.Empty(t, strings.TrimSpace(string(out)), "processes left behind")
 	for _, id := range ids {
 		out, _ := exec.Command("pgrep", "-f", "pod-holder "+id).Output()

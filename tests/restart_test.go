@@ -85,7 +85,7 @@ func TestAfterARebootEverythingIsExited(t *testing.T) {
 // of the test's containers ends, every mount goes, and the state directory is empty.
 func simulateReboot(t *testing.T, e *podEnv) {
 	t.Helper()
-	_ = exec.Command("pkill", "-9", "-f", "enroot-cri (shim|pod-holder|init) "+e.dir).Run()
+	_ = exec.Command("pkill", "-9", "-f", "enroot-cri(-shim)? (shim|init) "+e.dir).Run()
 	cgroups, _ := filepath.Glob("/sys/fs/cgroup/freezer/enroot-cri/*/cgroup.procs")
 	for _, procs := range cgroups {
 		data, _ := os.ReadFile(procs)

@@ -23,7 +23,11 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	}, RuntimeHandlers: s.runtimeHandlers(),
 		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true}}
 	if req.GetVerbose() {
-		cfg, err := json.Marshal(s.cfg)
+		keys, err := s.cfg.Keys()
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := json.Marshal(keys)
 		if err != nil {
 			return nil, fmt.Errorf("encode configuration: %w", err)
 		}

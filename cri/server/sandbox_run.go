@@ -30,6 +30,11 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		return nil, err
 	}
 	id := newID()
+	release, err := s.reservePodName(cfg.GetMetadata(), id)
+	if err != nil {
+		return nil, err
+	}
+	defer release() // after the record is saved, or the undo ran
 	ctx = logging.With(ctx, logging.From(ctx).With("pod", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName(), "pod_id", id))
 	var u undo
 	defer u.run(ctx, &err)
@@ -109,15 +114,39 @@ func (s *Server) validatePod(cfg *runtimeapi.PodSandboxConfig, handler string) (
 		return "", fmt.Errorf("runtime_handler %q is not configured; configured handlers: %s: %w",
 			handler, strings.Join(s.cfg.RuntimeHandlers(), ", "), errdefs.ErrInvalidArgument)
 	}
+	return handler, nil
+}
+
+// podName is what makes a pod's name unique on the node.
+func podName(md *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s/%s (uid %s, attempt %d)", md.GetNamespace(), md.GetName(), md.GetUid(), md.GetAttempt())
+}
+
+// reservePodName claims a pod's name for pod id until release, refusing one a pod has
+// or a RunPodSandbox in progress claimed: two concurrent calls with the same name
+// cannot both succeed.
+func (s *Server) reservePodName(md *runtimeapi.PodSandboxMetadata, id string) (release func(), err error) {
+	name := podName(md)
+	s.podNames.Lock()
+	defer s.podNames.Unlock()
+	owner, taken := s.reservedPodNames[name]
 	for _, p := range s.recs.allPods() {
-		pm := p.config.GetMetadata()
-		if pm.GetName() == md.GetName() && pm.GetNamespace() == md.GetNamespace() &&
-			pm.GetUid() == md.GetUid() && pm.GetAttempt() == md.GetAttempt() {
-			return "", fmt.Errorf("pod name %s/%s (uid %s, attempt %d) is already used by pod sandbox %s: %w",
-				md.GetNamespace(), md.GetName(), md.GetUid(), md.GetAttempt(), p.ID, errdefs.ErrAlreadyExists)
+		if podName(p.config.GetMetadata()) == name {
+			owner, taken = p.ID, true
 		}
 	}
-	return handler, nil
+	if taken {
+		return nil, fmt.Errorf("pod name %s is already used by pod sandbox %s: %w", name, owner, errdefs.ErrAlreadyExists)
+	}
+	if s.reservedPodNames == nil {
+		s.reservedPodNames = map[string]string{}
+	}
+	s.reservedPodNames[name] = id
+	return func() {
+		s.podNames.Lock()
+		delete(s.reservedPodNames, name)
+		s.podNames.Unlock()
+	}, nil
 }
 
 func networkPod(p *podRecord) network.Pod {

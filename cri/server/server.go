@@ -65,6 +65,9 @@ type Server struct {
 	// containers it cannot report (their monitor ended while their processes run).
 	exits  *pidwatch.Watcher
 	polled sync.Map
+	// podNames guards reservedPodNames: names of pods being created, by pod ID.
+	podNames         sync.Mutex
+	reservedPodNames map[string]string
 }
 
 // New returns a server that answers Unavailable until Ready.
@@ -113,14 +116,31 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			RootDir:  filepath.Join(cfg.Root, "containers"),
 			LogDir:   filepath.Join(cfg.State, "monitors"),
 			Exe:      exe,
+			ShimExe:  shimBinary(exe),
 			Sealed:   bin,
 		},
 		mounts:  &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")},
 		network: &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")},
 	}
+	if s.engine.ShimExe != "" {
+		log.Info("container monitor", "binary", s.engine.ShimExe)
+	} else {
+		log.Warn("no enroot-cri-shim beside the daemon or in /usr/libexec/enroot-cri: containers are monitored by the daemon's own binary, which costs more memory per container")
+	}
 	s.metrics = metrics.New()
 	s.metrics.Register(stateCollector{s})
 	return s, nil
+}
+
+// shimBinary finds the small monitor binary: beside the daemon's (a build tree's bin/),
+// else where the packages install it; empty (the daemon's own `shim`) when neither has it.
+func shimBinary(exe string) string {
+	for _, p := range []string{filepath.Join(filepath.Dir(exe), "enroot-cri-shim"), "/usr/libexec/enroot-cri/enroot-cri-shim"} {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }
 
 // Ready recovers pods and containers, takes the recovered image store, and lets calls

@@ -27,7 +27,9 @@ type Engine struct {
 	StateDir string // volatile: /run/enroot-cri/containers
 	RootDir  string // persistent: /var/lib/enroot-cri/containers
 	LogDir   string // volatile: /run/enroot-cri/monitors
-	Exe      string // the enroot-cri binary the shims run
+	Exe      string // the enroot-cri binary
+	// ShimExe is the monitor binary (enroot-cri-shim); empty: Exe's own `shim`.
+	ShimExe string
 	// Sealed is a sealed in-memory copy of the binary (internal/sealed): what runs in a
 	// container (its init, an exec's stage) runs from it, never from Exe.
 	Sealed *os.File
@@ -114,7 +116,11 @@ func (e *Engine) startShim(ctx context.Context, id, bundle string) (int, error) 
 		return 0, fmt.Errorf("open shim log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(e.Exe, "shim", bundle)
+	exe := e.ShimExe
+	if exe == "" {
+		exe = e.Exe
+	}
+	cmd := exec.Command(exe, "shim", bundle)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w, e.Sealed}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

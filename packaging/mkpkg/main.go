@@ -30,7 +30,7 @@ const description = `Kubernetes container runtime that runs pods as Slurm job st
  ledger so that slurmd and the kubelet never hand out the same slice twice.`
 
 func main() {
-	bin := flag.String("bin", "bin", "directory with enroot-cri and enroot-cri-nvml")
+	bin := flag.String("bin", "bin", "directory with enroot-cri, enroot-cri-shim and enroot-cri-nvml")
 	out := flag.String("out", "dist", "output directory")
 	formats := flag.String("formats", "deb,rpm", "packages to build")
 	version := flag.String("version", "", "package version (default: from git describe)")
@@ -63,7 +63,7 @@ func run(bin, out string, formats []string, version string) error {
 	if version == "" {
 		version = packageVersion()
 	}
-	for _, b := range []string{"enroot-cri", "enroot-cri-nvml"} {
+	for _, b := range []string{"enroot-cri", "enroot-cri-shim", "enroot-cri-nvml"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			return fmt.Errorf("%w (run make build first)", err)
 		}
@@ -166,6 +166,7 @@ func packageInfo(format, version, bin, stage string) *nfpm.Info {
 		file("packaging/slurm-prolog.sh", share+"slurm-prolog.sh", 0o755),
 		file("packaging/slurm-epilog.sh", share+"slurm-epilog.sh", 0o755),
 		file("packaging/pyxis-importer.sh", "/usr/libexec/enroot-cri/pyxis-importer", 0o755),
+		file(filepath.Join(bin, "enroot-cri-shim"), "/usr/libexec/enroot-cri/enroot-cri-shim", 0o755),
 		file(filepath.Join(stage, "enroot-cri.8.gz"), "/usr/share/man/man8/enroot-cri.8.gz", 0o644),
 		file(filepath.Join(stage, "enroot-cri-nvml.8.gz"), "/usr/share/man/man8/enroot-cri-nvml.8.gz", 0o644),
 		file("README.md", "/usr/share/doc/enroot-cri/README.md", 0o644),

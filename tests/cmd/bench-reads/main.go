@@ -2,9 +2,11 @@
 // (ListContainers, ListPodSandbox, ContainerStatus, PodSandboxStatus, ListContainerStats,
 // ListPodSandboxStats) on a node of PODS pods with two running containers each, and
 // prints their 50th and 99th percentiles, one line per call: "NAME p50_us p99_us".
+// With -procs, it then prints the memory of the processes whose command line matches
+// (the runtime's per-pod or per-container processes): "memory COUNT RSS_KB PSS_KB".
 // make bench runs it against enroot-cri and containerd in the same invocation.
 //
-//	bench-reads -endpoint unix:///run/x.sock -image IMAGE [-pods 100] [-n 500]
+//	bench-reads -endpoint unix:///run/x.sock -image IMAGE [-pods 100] [-n 500] [-procs REGEXP]
 package main
 
 import (
@@ -12,7 +14,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,14 +31,22 @@ func main() {
 	image := flag.String("image", "", "an image the runtime has, with sleep")
 	pods := flag.Int("pods", 100, "pods to run, two containers each")
 	n := flag.Int("n", 500, "calls of each kind measured")
+	procs := flag.String("procs", "", "regular expression of the command lines whose memory is summed")
 	flag.Parse()
-	if err := run(*endpoint, *image, *pods, *n); err != nil {
+	if err := run(*endpoint, *image, *pods, *n, *procs); err != nil {
 		fmt.Fprintf(os.Stderr, "bench-reads: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(endpoint, image string, pods, n int) error {
+func run(endpoint, image string, pods, n int, procs string) error {
+	var match *regexp.Regexp
+	if procs != "" {
+		var err error
+		if match, err = regexp.Compile(procs); err != nil {
+			return fmt.Errorf("-procs: %w", err)
+		}
+	}
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -94,7 +107,45 @@ func run(endpoint, image string, pods, n int) error {
 		slices.Sort(durations)
 		fmt.Printf("%s %d %d\n", c.name, durations[n/2].Microseconds(), durations[n*99/100].Microseconds())
 	}
+	if match != nil {
+		count, rss, pss := memory(match)
+		fmt.Printf("memory %d %d %d\n", count, rss, pss)
+	}
 	return nil
+}
+
+// memory sums the resident (VmRSS) and proportional (Pss) set sizes, in KiB, of the
+// processes whose command line (arguments joined by spaces) matches.
+func memory(match *regexp.Regexp) (count int, rss, pss int64) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !match.MatchString(strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))) {
+			continue
+		}
+		count++
+		rss += field("/proc/"+e.Name()+"/status", "VmRSS:")
+		pss += field("/proc/"+e.Name()+"/smaps_rollup", "Pss:")
+	}
+	return count, rss, pss
+}
+
+// field reads "NAME value kB" from a /proc file.
+func field(path, name string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // populate runs pods host-network pods (no CNI in the measurement) with two sleeping
