@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,6 +100,7 @@ func TestDoctor(t *testing.T) {
 	assert.Contains(t, out, "fix: install containernetworking-plugins and copy /usr/share/enroot-cri/10-enroot-cri.conflist")
 	assert.Regexp(t, `ok\s+cgroups\s+cgroup v`, out)
 	assert.Regexp(t, `ok\s+tools: mksquashfs`, out)
+	assert.Regexp(t, `ok\s+tools: enroot-cri-shim\s+containers are monitored by `+regexp.QuoteMeta(filepath.Join(filepath.Dir(enrootCRI), "enroot-cri-shim")), out)
 
 	var cfg string
 	for _, l := range lines(func() string { b, _ := os.ReadFile(d.config); return string(b) }()) {

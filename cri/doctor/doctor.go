@@ -18,6 +18,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/network"
 	"github.com/enroot-cri/enroot-cri/enroot"
+	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -76,6 +77,7 @@ func Run(ctx context.Context, cfg config.Config, h Host) []Result {
 	for _, tool := range []string{"mksquashfs", "unsquashfs"} {
 		add(check("tools: "+tool, onPath(tool), Fail, tool+" is on PATH", tool+" is not installed", "apt-get install squashfs-tools (or dnf install squashfs-tools)"))
 	}
+	add(monitorCheck())
 	add(enrootCheck(cfg))
 	add(slurmCheck(cfg))
 	add(cniCheck(cfg))
@@ -83,6 +85,18 @@ func Run(ctx context.Context, cfg config.Config, h Host) []Result {
 	add(socketCheck(cfg))
 	add(kubeletCheck(cfg, h))
 	return out
+}
+
+// monitorCheck finds the small per-container monitor binary the daemon starts.
+func monitorCheck() Result {
+	exe, err := os.Executable()
+	shim := ""
+	if err == nil {
+		shim = container.FindShim(exe)
+	}
+	return check("tools: enroot-cri-shim", shim != "", Warn, "containers are monitored by "+shim,
+		"enroot-cri-shim is neither beside enroot-cri nor in /usr/libexec/enroot-cri: each container's monitor is the whole daemon binary (about 3x the memory)",
+		"install the package, or run make build (bin/enroot-cri-shim)")
 }
 
 // Print writes one line per check and returns whether the node can run pods.

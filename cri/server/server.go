@@ -116,7 +116,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 			RootDir:  filepath.Join(cfg.Root, "containers"),
 			LogDir:   filepath.Join(cfg.State, "monitors"),
 			Exe:      exe,
-			ShimExe:  shimBinary(exe),
+			ShimExe:  container.FindShim(exe),
 			Sealed:   bin,
 		},
 		mounts:  &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")},
@@ -130,17 +130,6 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.metrics = metrics.New()
 	s.metrics.Register(stateCollector{s})
 	return s, nil
-}
-
-// shimBinary finds the small monitor binary: beside the daemon's (a build tree's bin/),
-// else where the packages install it; empty (the daemon's own `shim`) when neither has it.
-func shimBinary(exe string) string {
-	for _, p := range []string{filepath.Join(filepath.Dir(exe), "enroot-cri-shim"), "/usr/libexec/enroot-cri/enroot-cri-shim"} {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
 }
 
 // Ready recovers pods and containers, takes the recovered image store, and lets calls

@@ -39,6 +39,18 @@ type Engine struct {
 	nsenterErr  error
 }
 
+// FindShim finds the monitor binary, enroot-cri-shim: beside the daemon's binary exe (a
+// build tree's bin/), else where the packages install it; empty when neither has it
+// (the daemon's own `enroot-cri shim` then monitors containers).
+func FindShim(exe string) string {
+	for _, p := range []string{filepath.Join(filepath.Dir(exe), "enroot-cri-shim"), "/usr/libexec/enroot-cri/enroot-cri-shim"} {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
 // Bundle is the directory holding a container's configuration and status.
 func (e *Engine) Bundle(id string) string { return filepath.Join(e.StateDir, id) }
 
