@@ -72,7 +72,8 @@ sizes() {
 }
 
 # reads NAME SOCKET PROCS: the read calls a kubelet makes, at 100 pods x 2 running
-# containers, and the memory of the runtime's processes matching PROCS (its monitors).
+# containers, and the memory of the runtime's processes matching PROCS (its monitors;
+# for containerd also its pause processes: the test pause image is busybox sleep).
 reads() {
   echo "== read calls at 200 containers against $1"
   "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$2" -i "unix://$2" pull "$image" >/dev/null
@@ -136,7 +137,7 @@ TOML
 containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
 pids+=($!)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock"
-run_parts containerd "$work/containerd.sock" "^\\S*containerd-shim-runc-v2 .*-address $work/containerd.sock|^/pause$"
+run_parts containerd "$work/containerd.sock" "^\\S*containerd-shim-runc-v2 .*-address $work/containerd.sock|^/pause$|^/bin/sleep 2147483647$"
 
 echo
 {
