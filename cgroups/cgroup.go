@@ -219,15 +219,20 @@ func (c *Cgroup) Signal(pid int, sig syscall.Signal) (bool, error) {
 	return true, nil
 }
 
-// Running reports whether any process is in the cgroup at path; a missing cgroup has
-// none.
-func Running(path string) bool {
-	c, err := Load(path)
-	if err != nil {
+// HasProcesses reports whether any process is in the cgroup; nil (no cgroup) has none.
+func (c *Cgroup) HasProcesses() bool {
+	if c == nil {
 		return false
 	}
 	pids, err := c.Pids()
 	return err == nil && len(pids) > 0
+}
+
+// Running reports whether any process is in the cgroup at path; a missing cgroup has
+// none.
+func Running(path string) bool {
+	c, err := Load(path)
+	return err == nil && c.HasProcesses()
 }
 
 // OOMKills is how many processes the kernel's OOM killer ended in this cgroup.

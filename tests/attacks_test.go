@@ -413,15 +413,22 @@ func attackRuntimeBinary(t *testing.T, a *arena) {
 	}
 }
 
+// startSleeper starts a root container of the hostile image that sleeps, for execs.
+func (a *arena) startSleeper(t *testing.T, pod string, cfg *runtimeapi.PodSandboxConfig, name string) string {
+	t.Helper()
+	c := sh(name, "exec sleep 1000", asRoot())
+	c.Image, c.LogPath = &runtimeapi.ImageSpec{Image: a.hostile}, name+".log"
+	id := a.create(t, pod, cfg, c)
+	_, err := a.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	return id
+}
+
 // An exec prints a gigabyte; the daemon keeps at most its cap of it.
 func attackExecOutput(t *testing.T, a *arena) {
 	cfg := a.podConfig("flood", nil)
 	pod := a.runPod(t, cfg)
-	c := sh("flood", "exec sleep 1000", asRoot())
-	c.Image, c.LogPath = &runtimeapi.ImageSpec{Image: a.hostile}, "flood.log"
-	id := a.create(t, pod, cfg, c)
-	_, err := a.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
-	require.NoError(t, err)
+	id := a.startSleeper(t, pod, cfg, "flood")
 	before := rssOf(t, a.cmd.Process.Pid)
 	resp, err := a.runtime.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: id,
 		Cmd: []string{"head", "-c", "1000000000", "/dev/zero"}, Timeout: 120}, grpc.MaxCallRecvMsgSize(64<<20))
@@ -510,11 +517,7 @@ func attackInheritedFds(t *testing.T, a *arena) {
 func attackLargeExec(t *testing.T, a *arena) {
 	cfg := a.podConfig("bigexec", nil)
 	pod := a.runPod(t, cfg)
-	c := sh("sleeper", "exec sleep 1000", asRoot())
-	c.Image, c.LogPath = &runtimeapi.ImageSpec{Image: a.hostile}, "sleeper.log"
-	id := a.create(t, pod, cfg, c)
-	_, err := a.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
-	require.NoError(t, err)
+	id := a.startSleeper(t, pod, cfg, "sleeper")
 	args := []string{"/bin/sh", "-c", `echo $#`, "sh"}
 	for i := 0; i < 3000; i++ {
 		args = append(args, strings.Repeat("a", 100))

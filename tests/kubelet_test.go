@@ -96,13 +96,8 @@ func TestKubelet(t *testing.T) {
 	require.NoError(t, pf.Start())
 	defer func() { _ = pf.Process.Kill(); _ = pf.Wait() }()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(local) + "/")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(b), "served")
+		body, _, err := getLocal(local)
+		return err == nil && strings.Contains(body, "served")
 	}, 30*time.Second, 200*time.Millisecond, "port-forward")
 
 	// /stats/summary has the pods' network statistics (from the CRI).

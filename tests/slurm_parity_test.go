@@ -336,21 +336,7 @@ func (c *slurmCluster) stopDaemon(cmd *exec.Cmd) {
 }
 
 // removeSlurmCgroups removes the cgroup trees slurmd made for node, deepest first.
-func removeSlurmCgroups(node string) {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/slurm_" + node)
-	for _, root := range roots {
-		var dirs []string
-		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			_ = os.Remove(dirs[i])
-		}
-	}
-}
+func removeSlurmCgroups(node string) { removeCgroupTree("slurm_" + node) }
 
 // A real slurmd runs `enroot-cri slurm prolog` and `epilog` around a job that holds a
 // GPU (a GRES over the fake /dev tree): while the job runs, the ledger shows its GPU

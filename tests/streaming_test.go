@@ -106,14 +106,10 @@ func TestExecAttachAndPortForwardThroughCrictl(t *testing.T) {
 	defer func() { _ = pf.Process.Kill(); _ = pf.Wait() }()
 	var body string
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(local) + "/")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return resp.StatusCode == http.StatusOK
+		var code int
+		var err error
+		body, code, err = getLocal(local)
+		return err == nil && code == http.StatusOK
 	}, 20*time.Second, 100*time.Millisecond)
 	assert.Equal(t, "forwarded\n", body)
 }
@@ -159,4 +155,15 @@ func (d *daemon) crictlCmd(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	d.crictl(t, "version") // writes the config, skips without crictl
 	return exec.Command(crictlBin(), append([]string{"--config", d.dir + "/crictl.yaml"}, args...)...)
+}
+
+// getLocal GETs / on a port of 127.0.0.1 (a port-forward's local end).
+func getLocal(port int) (body string, code int, err error) {
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/")
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode, err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,6 +163,25 @@ func validateContainer(cfg *runtimeapi.ContainerConfig) error {
 		}
 	}
 	return validateResources("config.linux.resources", cfg.GetLinux().GetResources())
+}
+
+// notePodCgroupParents adds the cgroups a container's create made above its own to
+// its pod's record; the caller holds the pod's lock.
+func (s *Server) notePodCgroupParents(pod *podRecord, made []string) error {
+	cur, err := s.recs.pod(pod.ID)
+	if err != nil || len(made) == 0 {
+		return err
+	}
+	updated := *cur
+	updated.CgroupParents = slices.Clone(cur.CgroupParents)
+	for _, p := range made {
+		if !slices.Contains(updated.CgroupParents, p) {
+			updated.CgroupParents = append(updated.CgroupParents, p)
+		}
+	}
+	// Deepest last, as RemoveAncestors wants them.
+	slices.SortStableFunc(updated.CgroupParents, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
+	return s.recs.savePod(&updated)
 }
 
 // checkContainerName refuses a second container with the same name and attempt in a

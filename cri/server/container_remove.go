@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"slices"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -88,23 +87,4 @@ func removeCgroupParents(cgPath string, parents []string) {
 		parents = append([]string{cgroups.DefaultParent}, parents...)
 	}
 	cgroups.RemoveAncestors(parents)
-}
-
-// notePodCgroupParents adds the cgroups a container's create made above its own to
-// its pod's record; the caller holds the pod's lock.
-func (s *Server) notePodCgroupParents(pod *podRecord, made []string) error {
-	cur, err := s.recs.pod(pod.ID)
-	if err != nil || len(made) == 0 {
-		return err
-	}
-	updated := *cur
-	updated.CgroupParents = slices.Clone(cur.CgroupParents)
-	for _, p := range made {
-		if !slices.Contains(updated.CgroupParents, p) {
-			updated.CgroupParents = append(updated.CgroupParents, p)
-		}
-	}
-	// Deepest last, as RemoveAncestors wants them.
-	slices.SortStableFunc(updated.CgroupParents, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
-	return s.recs.savePod(&updated)
 }

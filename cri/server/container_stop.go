@@ -47,7 +47,7 @@ func (s *Server) stopContainer(ctx context.Context, id string, timeout time.Dura
 	if err != nil {
 		cg = nil // no cgroup: nothing of the container can be left in it
 	}
-	if c.State == containerExited && !cgroups.Running(c.CgroupPath) {
+	if c.State == containerExited && !cg.HasProcesses() {
 		return nil
 	}
 	if c.State == containerRunning && timeout > 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/diskusage"
 	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
+	"github.com/enroot-cri/enroot-cri/internal/procs"
 )
 
 // Engine creates and runs containers through their shims. Bundles (configuration,
@@ -320,13 +321,7 @@ func findShim(bundle string) int {
 	if _, err := os.Stat(bundle); err != nil {
 		return 0
 	}
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		if pid, err := strconv.Atoi(p.Name()); err == nil && isShim(pid, bundle) {
-			return pid
-		}
-	}
-	return 0
+	return procs.Find(func(pid int) bool { return isShim(pid, bundle) })
 }
 
 func readPid(path string) (int, error) {

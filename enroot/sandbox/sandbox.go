@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/enroot-cri/enroot-cri/internal/nsenter"
+	"github.com/enroot-cri/enroot-cri/internal/procs"
 )
 
 // Options say which namespaces a sandbox gets new (false: the host's).
@@ -234,19 +235,13 @@ func Leftover(dir string) *Sandbox {
 			*field = p
 		}
 	}
-	procs, _ := os.ReadDir("/proc")
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		sb.HolderPid = pid
-		if sb.HolderAlive() {
-			sb.PIDNS = fmt.Sprintf("/proc/%d/ns/pid", pid)
-			return sb
-		}
+	sb.HolderPid = procs.Find(func(pid int) bool {
+		probe := Sandbox{Dir: dir, HolderPid: pid}
+		return probe.HolderAlive()
+	})
+	if sb.HolderPid != 0 {
+		sb.PIDNS = fmt.Sprintf("/proc/%d/ns/pid", sb.HolderPid)
 	}
-	sb.HolderPid = 0
 	return sb
 }
 

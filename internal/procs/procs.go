@@ -1,0 +1,20 @@
+// Package procs finds host processes by what they are, when no PID was written down
+// (a daemon killed before it recorded one). It is a leaf: it imports nothing of
+// enroot-cri.
+package procs
+
+import (
+	"os"
+	"strconv"
+)
+
+// Find returns the first PID in /proc for which match is true; 0 when there is none.
+func Find(match func(pid int) bool) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && match(pid) {
+			return pid
+		}
+	}
+	return 0
+}
