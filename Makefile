@@ -6,7 +6,7 @@ LDFLAGS   := -X github.com/enroot-cri/enroot-cri/internal/version.Version=$(VERS
 CRI_TOOLS := sigs.k8s.io/cri-tools
 CRI_TOOLS_VERSION := v1.37.0
 # Debian packages the daemon and the tests use.
-APT_PACKAGES := squashfs-tools busybox containernetworking-plugins iproute2 iptables procps gcc libc6-dev
+APT_PACKAGES := squashfs-tools squashfuse busybox containernetworking-plugins iproute2 iptables procps gcc libc6-dev
 TEST_FLAGS ?= -count=1 -timeout 30m
 
 # Static: exec runs the binary inside containers, whatever libc they have. Only
@@ -46,7 +46,7 @@ test: deps build crictl ## run every test this machine can run (unit, root integ
 
 # Every parser of untrusted input has a Go fuzz target: package:target.
 FUZZ_TARGETS := ./enroot:FuzzParseFstab ./enroot:FuzzParseEnviron ./enroot:FuzzParsePasswd \
-	./enroot/image:FuzzParseReference ./enroot/image:FuzzApplyLayer ./cgroups:FuzzParseSlurmConf \
+	./enroot/image:FuzzParseReference ./enroot/image:FuzzMergeLayers ./cgroups:FuzzParseSlurmConf \
 	./mig:FuzzParseCapMinors ./cri/server:FuzzValidateContainer ./cri/server:FuzzValidatePodSandbox \
 	./enroot:FuzzParseURI ./enroot/image:FuzzEnrootConfig
 FUZZ_EXECS ?= 20000x

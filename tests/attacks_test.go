@@ -572,7 +572,7 @@ func attackGzipBomb(t *testing.T, a *arena) {
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
 	assert.ErrorContains(t, err, "images.max_image_bytes")
 	left, _ := os.ReadDir(filepath.Join(a.dir, "root", "tmp"))
-	assert.Empty(t, left, "the pull left its staging tree")
+	assert.Empty(t, left, "the pull left files in root/tmp")
 }
 
 // fullDiskConfig asks pulls to keep more free space than the disk has, as a site

@@ -22,6 +22,7 @@ trap 'cleanup; rmdir /sys/fs/cgroup/*/bench-reads/pod* /sys/fs/cgroup/*/bench-re
 touch "$work/crictl.yaml" # crictl reads it instead of warning about /etc/crictl.yaml
 
 start_registry 300 go run ./tests/cmd/critest-images -bench
+slow=$(awk '/^slow/ {print $2}' "$work/registry.out") # the same kind of image behind a 1 Gbit/s link
 image=registry.k8s.io/e2e-test-images/busybox:1.29-2
 cat > "$work/params.yaml" <<YAML
 containersNumber: 100
@@ -48,18 +49,37 @@ JSON
 
 now() { date +%s%N; }
 
-# sizes NAME SOCKET: what critest lacks: a ~1 GiB, 10-layer pull, and create+start of a
-# container from a ~10 MiB and a ~2 GiB image (through crictl, on a host-network pod).
+# timed_pull CRICTL... -- KEY IMAGE DIR: pulls IMAGE, writes "KEY ms" and
+# "KEY_disk bytes" (the most DIR grew while the pull ran, sampled every 0.2 s) to $out.
+timed_pull() {
+  local args=() key image dir before peak=0 t0 t1 sampler
+  while [ "$1" != -- ]; do args+=("$1"); shift; done
+  key=$2 image=$3 dir=$4
+  before=$(du -sx --block-size=1 "$dir" | cut -f1)
+  ( while :; do du -sx --block-size=1 "$dir" 2>/dev/null | cut -f1; sleep 0.2; done ) > "$work/du.txt" &
+  sampler=$!
+  t0=$(now); "${args[@]}" pull "$image" >/dev/null; t1=$(now)
+  kill "$sampler"; wait "$sampler" 2>/dev/null || true
+  peak=$(sort -n "$work/du.txt" | tail -1)
+  echo "$key $(( (t1 - t0) / 1000000 ))" >> "$out"
+  echo "${key}_disk $(( ${peak:-0} - before ))" >> "$out"
+}
+
+# sizes NAME SOCKET ROOT: what critest lacks: a ~1 GiB, 10-layer gzip pull (from loopback
+# and through a 1 Gbit/s link) and a ~2 GiB, 16-layer uncompressed one, each with the disk
+# the runtime's ROOT grew by during it; and create+start of a container from a ~10 MiB and
+# the ~2 GiB image (through crictl, on a host-network pod).
 sizes() {
   local c=("$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$2" -i "unix://$2" --timeout 900s) out="$OUT/$1-sizes.txt" t0 t1 pod id
   echo "== image size comparisons against $1"
   : > "$out"
-  t0=$(now); "${c[@]}" pull registry.k8s.io/bench/pull:1 >/dev/null; t1=$(now)
-  echo "pull_1GiB_10_layers $(( (t1 - t0) / 1000000 ))" >> "$out"
+  timed_pull "${c[@]}" -- pull_1GiB_10_layers registry.k8s.io/bench/pull:1 "$3"
+  timed_pull "${c[@]}" -- pull_1GiB_10_layers_1Gbit gbit.bench.test/bench/pull:2 "$3"
   printf '{"metadata": {"name": "sizes", "namespace": "bench", "uid": "sizes-%s"}, "linux": {"security_context": {"namespace_options": {"network": 2}}}}\n' "$1" > "$work/pod.json"
   pod=$("${c[@]}" runp "$work/pod.json")
+  "${c[@]}" pull registry.k8s.io/bench/small:1 >/dev/null
+  timed_pull "${c[@]}" -- pull_2GiB_16_layers_uncompressed registry.k8s.io/bench/big:1 "$3"
   for img in small big; do
-    "${c[@]}" pull "registry.k8s.io/bench/$img:1" >/dev/null
     for i in 1 2 3 4 5; do
       printf '{"metadata": {"name": "c-%s-%s"}, "image": {"image": "registry.k8s.io/bench/%s:1"}, "command": ["/bin/true"]}\n' "$img" "$i" "$img" > "$work/ctr.json"
       t0=$(now); id=$("${c[@]}" create "$pod" "$work/ctr.json" "$work/pod.json"); "${c[@]}" start "$id" >/dev/null; t1=$(now)
@@ -80,9 +100,9 @@ reads() {
   go run ./tests/cmd/bench-reads -endpoint "unix://$2" -image "$image" -pods 100 -procs "$3" > "$OUT/$1-reads.txt"
 }
 
-run_parts() { # run_parts NAME SOCKET PROCS
+run_parts() { # run_parts NAME SOCKET PROCS ROOT
   if part critest; then bench "$1" "$2"; fi
-  if part sizes; then sizes "$1" "$2"; fi
+  if part sizes; then sizes "$1" "$2" "$4"; fi
   if part reads; then reads "$1" "$2" "$3"; fi
 }
 
@@ -102,13 +122,14 @@ cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
   for host in registry.k8s.io gcr.io k8s.gcr.io docker.io; do
     printf '[registries."%s"]\nmirrors = ["http://%s"]\n' "$host" "$registry"
   done
+  printf '[registries."gbit.bench.test"]\nmirrors = ["http://%s"]\n' "$slow"
   printf '[cni]\nconf_dir = "%s/cni-enroot"\nbin_dirs = ["/usr/lib/cni"]\n[enroot]\nconfig_dir = "%s/enroot/etc"\n' "$work" "$work"
 } > "$work/enroot-cri.toml"
 "$BIN/enroot-cri" serve --config "$work/enroot-cri.toml" > "$OUT/enroot-cri-daemon.log" 2>&1 &
 pid=$!
 pids+=($pid)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock"
-run_parts enroot-cri "$work/enroot-cri.sock" "^\\S*enroot-cri(-shim)? shim $work/"
+run_parts enroot-cri "$work/enroot-cri.sock" "^\\S*enroot-cri(-shim)? shim $work/" "$work/enroot/root"
 "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/enroot-cri.sock" rmp -fa >/dev/null 2>&1 || true
 kill "$pid"
 
@@ -119,6 +140,9 @@ for host in registry.k8s.io gcr.io k8s.gcr.io docker.io; do
   printf 'server = "https://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$host" "$registry" \
     > "$work/certs.d/$host/hosts.toml"
 done
+mkdir -p "$work/certs.d/gbit.bench.test"
+printf 'server = "https://gbit.bench.test"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$slow" \
+  > "$work/certs.d/gbit.bench.test/hosts.toml"
 cat > "$work/containerd.toml" <<TOML
 version = 2
 root = "$work/containerd/root"
@@ -137,7 +161,7 @@ TOML
 containerd --config "$work/containerd.toml" > "$OUT/containerd-daemon.log" 2>&1 &
 pids+=($!)
 wait_cri "$BIN/crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock"
-run_parts containerd "$work/containerd.sock" "^\\S*containerd-shim-runc-v2 .*-address $work/containerd.sock|^/pause$|^/bin/sleep 2147483647$"
+run_parts containerd "$work/containerd.sock" "^\\S*containerd-shim-runc-v2 .*-address $work/containerd.sock|^/pause$|^/bin/sleep 2147483647$" "$work/containerd/root"
 
 echo
 {
@@ -164,9 +188,18 @@ echo
   fi
   part sizes || exit 0
   printf '%-32s %14s %14s\n' "image sizes (median, via crictl)" enroot-cri containerd
-  for key in pull_1GiB_10_layers create_start_small create_start_big; do
-    med() { awk -v k="$key" '$1 == k {print $2}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  med() { awk -v k="$key" '$1 == k {print $2}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+  for key in pull_1GiB_10_layers pull_1GiB_10_layers_1Gbit pull_2GiB_16_layers_uncompressed create_start_small create_start_big; do
     printf '%-32s %12sms %12sms\n' "$key" "$(med "$OUT/enroot-cri-sizes.txt")" "$(med "$OUT/containerd-sizes.txt")"
   done
-  echo "(small: ~10 MiB image, big: ~2 GiB image; create+start includes two crictl invocations)"
+  # 1074 MB: the image's files (1 GiB of data and the busybox base).
+  for link in "" _1Gbit; do
+    key=pull_1GiB_10_layers$link
+    a=$(med "$OUT/enroot-cri-sizes.txt") b=$(med "$OUT/containerd-sizes.txt")
+    printf '%-32s %9.0f MB/s %9.0f MB/s\n' "  pull${link:- loopback}: image MB/s" "$(awk -v t="$a" 'BEGIN {print 1074e3 / t}')" "$(awk -v t="$b" 'BEGIN {print 1074e3 / t}')"
+    key=pull_1GiB_10_layers${link}_disk
+    printf '%-32s %12s MB %12s MB\n' "  pull${link:- loopback}: peak disk" "$(( $(med "$OUT/enroot-cri-sizes.txt") / 1000000 ))" "$(( $(med "$OUT/containerd-sizes.txt") / 1000000 ))"
+  done
+  echo "(pull: ~1 GiB in 10 gzip layers, 543 MB compressed, from loopback and through a registry paced"
+  echo " to 1 Gbit/s; small: ~10 MiB image, big: ~2 GiB image; create+start includes two crictl invocations)"
 } | tee "$OUT/report.txt"

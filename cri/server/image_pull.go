@@ -38,7 +38,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		OnBuilt: func(st image.Stats) {
 			built, downloaded = true, st.Downloaded
 			log.Info("built squashfs image", "layers", st.Layers, "downloaded_bytes", st.Downloaded,
-				"download", st.Download.Round(time.Millisecond), "unpack", st.Apply.Round(time.Millisecond),
+				"download", st.Download.Round(time.Millisecond), "index", st.Index.Round(time.Millisecond),
 				"squash", st.Squash.Round(time.Millisecond), "total", st.Total.Round(time.Millisecond))
 		},
 	})

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -25,10 +24,13 @@ import (
 	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
-// build downloads the image's layers (concurrently, through the blob cache), applies
-// them in order to a staging tree as each arrives, adds Enroot's generated files and
-// writes the squashfs. The image appears in the store only when all of it succeeded;
-// a failure leaves no trace but cached blobs of layers that verified.
+// build downloads the image's layers (concurrently, through the blob cache), reads the
+// headers of each, in order, as it arrives, merges them with Enroot's generated files
+// into the tree the image will hold (merge.go), then streams the surviving entries of
+// every layer into mksquashfs: each byte is written once, into the squashfs, and a
+// pull needs no more disk than its blobs and the image. The image appears in the store
+// only when all of it succeeded; a failure leaves no trace but cached blobs of layers
+// that verified.
 func (s *Store) build(ctx context.Context, src *source, id string, opts PullOptions) (err error) {
 	cfgFile, err := src.image.ConfigFile()
 	if err != nil {
@@ -57,79 +59,71 @@ func (s *Store) build(ctx context.Context, src *source, id string, opts PullOpti
 		return fmt.Errorf("create staging directory: %w", err)
 	}
 	defer os.RemoveAll(staging)
-	rootfs := filepath.Join(staging, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return fmt.Errorf("create staging directory: %w", err)
-	}
 
 	start := time.Now()
 	stats := Stats{Layers: len(layers)}
 	var prog progress
 	defer prog.report(ctx, displayName(src.ref), len(layers), opts)()
-	if err := s.fetchAndApply(ctx, rootfs, layerRefs{layers, digests, diffIDs}, &prog, &stats); err != nil {
+	m := newMerger(newBudget(s.opts.Limits, s.tmp))
+	if err := s.fetchAndIndex(ctx, m, layerRefs{layers, digests, diffIDs}, &prog, &stats); err != nil {
 		return fmt.Errorf("pull %s: %w", displayName(src.ref), err)
 	}
-	t, err := openTree(rootfs)
+	generated, err := generatedLayer(enrootFiles(cfgFile.Config))
 	if err != nil {
 		return err
 	}
-	err = t.writeEnrootFiles(enrootFiles(cfgFile.Config), cfgFile.Config.WorkingDir)
-	allRoot := err == nil && ownedByRoot(rootfs)
-	t.Close()
-	if err != nil {
-		return err
+	if err := m.indexLayer(len(layers), bytes.NewReader(generated)); err != nil {
+		return fmt.Errorf("write Enroot's files: %w", err)
+	}
+	if rel, err := cleanName(cfgFile.Config.WorkingDir); err == nil && rel != "" {
+		if err := m.mkdirAll(rel); err != nil {
+			return fmt.Errorf("create working directory %s: %w", cfgFile.Config.WorkingDir, err)
+		}
+	}
+	p := m.plan()
+	open := func(i int) (io.ReadCloser, error) {
+		if i == len(layers) {
+			return io.NopCloser(bytes.NewReader(generated)), nil
+		}
+		r, _, err := s.openLayer(digests[i])
+		return r, err
 	}
 	sqsh := filepath.Join(staging, "image.sqsh")
 	squashStart := time.Now()
-	if err := squash(ctx, rootfs, sqsh, s.opts.SquashOptions); err != nil {
-		return err
+	free := newBudget(Limits{MinFreeBytes: s.opts.Limits.MinFreeBytes}, s.tmp)
+	if err := streamSquashfs(ctx, p, len(layers)+1, open, sqsh, s.opts.SquashOptions, free); err != nil {
+		return fmt.Errorf("pull %s: %w", displayName(src.ref), err)
 	}
 	stats.Squash = time.Since(squashStart)
-	if err := s.commit(id, sqsh, cfgFile.Config, digests, allRoot); err != nil {
+	if err := s.commit(id, sqsh, cfgFile.Config, digests, p.allRoot); err != nil {
 		return err
 	}
 	if opts.OnBuilt != nil {
-		stats.Downloaded, stats.Total = prog.bytes.Load(), time.Since(start)
-		stats.TreeBytes = treeSize(rootfs)
+		stats.Downloaded, stats.Total, stats.Bytes = prog.bytes.Load(), time.Since(start), p.bytes
 		opts.OnBuilt(stats)
 	}
 	return nil
 }
 
-// ownedByRoot says whether every entry under dir belongs to root:root.
-func ownedByRoot(dir string) bool {
-	all := true
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			all = false
-			return filepath.SkipAll
+// generatedLayer is a tar stream of the files `enroot import` generates, root's and
+// 0644, applied over the image's layers as one more layer.
+func generatedLayer(files map[string]string) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		hdr := &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(files[name])), ModTime: now}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
 		}
-		info, err := d.Info()
-		if err != nil {
-			all = false
-			return filepath.SkipAll
+		if _, err := io.WriteString(tw, files[name]); err != nil {
+			return nil, err
 		}
-		if st, ok := info.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 || st.Gid != 0 {
-			all = false
-			return filepath.SkipAll
-		}
-		return nil
-	})
-	return all
-}
-
-// treeSize adds up the apparent size of the regular files under dir.
-func treeSize(dir string) int64 {
-	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil {
-				n += info.Size()
-			}
-		}
-		return nil
-	})
-	return n
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // holdBlobs keeps blob pruning off the digests until the returned func runs.
@@ -150,8 +144,6 @@ func (s *Store) holdBlobs(digests []string) func() {
 	}
 }
 
-// fetchAndApply downloads every layer concurrently and applies each, in order, as soon
-// as it and the ones below it are in the cache.
 // layerRefs are a manifest's layer digests and the config's diff IDs (the digests of
 // the uncompressed layers; empty when the config lists none).
 type layerRefs struct {
@@ -159,7 +151,9 @@ type layerRefs struct {
 	digests, diffIDs []string
 }
 
-func (s *Store) fetchAndApply(ctx context.Context, rootfs string, refs layerRefs, prog *progress, stats *Stats) error {
+// fetchAndIndex downloads every layer concurrently and indexes each, in order, as soon
+// as it and the ones below it are in the cache.
+func (s *Store) fetchAndIndex(ctx context.Context, m *merger, refs layerRefs, prog *progress, stats *Stats) error {
 	digests := refs.digests
 	start := time.Now()
 	var mu sync.Mutex // guards stats.Download, the time the last layer was cached
@@ -180,27 +174,21 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, refs layerRefs
 		})
 	}
 	g.Go(func() error {
-		t, err := openTree(rootfs)
-		if err != nil {
-			return err
-		}
-		defer t.Close()
-		t.budget = newBudget(s.opts.Limits, rootfs)
 		for i := range digests {
 			select {
 			case <-ready[i]:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
-			applyStart := time.Now()
-			if err := s.applyBlob(t, digests[i], refs.diffIDs[i]); err != nil {
+			indexStart := time.Now()
+			if err := s.indexBlob(m, i, digests[i], refs.diffIDs[i]); err != nil {
 				err = fmt.Errorf("layer %d (%s): %w", i+1, digests[i], err)
 				if errors.Is(err, errdefs.ErrResourceExhausted) {
 					return err
 				}
 				return errdefs.WithKind(err, errdefs.ErrInvalidArgument)
 			}
-			stats.Apply += time.Since(applyStart)
+			stats.Index += time.Since(indexStart)
 			prog.layers.Add(1)
 		}
 		return nil
@@ -208,25 +196,61 @@ func (s *Store) fetchAndApply(ctx context.Context, rootfs string, refs layerRefs
 	return g.Wait()
 }
 
-// applyBlob applies a cached layer and checks its uncompressed content against the
-// diff ID the image config gives (when it gives one).
-func (s *Store) applyBlob(t *tree, digest, diffID string) error {
+// openLayer opens the tar stream of a cached layer blob; compressed says whether the
+// blob was compressed (else the stream is the blob file, which a tar reader seeks in).
+func (s *Store) openLayer(digest string) (io.ReadCloser, bool, error) {
 	f, err := os.Open(s.blobs.path(digest))
 	if err != nil {
-		return fmt.Errorf("open cached blob: %w", err)
+		return nil, false, fmt.Errorf("open cached blob: %w", err)
 	}
-	defer f.Close()
-	r, err := decompress(f)
+	r, compressed, err := openBlob(f)
+	if err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if !compressed {
+		return f, false, nil
+	}
+	return layerReader{r, f}, true, nil
+}
+
+// layerReader is a layer's tar stream over its open blob file.
+type layerReader struct {
+	io.ReadCloser
+	file *os.File
+}
+
+func (l layerReader) Close() error {
+	err := l.ReadCloser.Close()
+	if ferr := l.file.Close(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// indexBlob indexes cached layer i and checks its uncompressed content against the
+// diff ID the image config gives (when it gives one). An uncompressed blob's content
+// is its digest, verified as it was downloaded: it is not hashed again, and its
+// headers are read without its files' content.
+func (s *Store) indexBlob(m *merger, i int, digest, diffID string) error {
+	r, compressed, err := s.openLayer(digest)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	if !compressed {
+		if diffID != "" && diffID != digest {
+			return fmt.Errorf("uncompressed layer has digest %s but the image config says %s", digest, diffID)
+		}
+		return m.indexLayer(i, r)
+	}
 	h := sha256.New()
 	tee := io.TeeReader(r, h)
-	if err := t.applyLayer(tee); err != nil {
+	if err := m.indexLayer(i, tee); err != nil {
 		return err
 	}
-	// Drain trailing padding so that gzip verifies its checksum and the hash is whole.
+	// Drain trailing padding so that the decompressor verifies its checksum and the
+	// hash is whole.
 	if _, err := io.Copy(io.Discard, tee); err != nil {
 		return err
 	}

@@ -3,12 +3,10 @@ package image
 import (
 	"fmt"
 	"maps"
-	"path"
 	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"golang.org/x/sys/unix"
 )
 
 // enrootFiles returns the files `enroot import` generates from an image configuration,
@@ -102,37 +100,4 @@ func bashQuote(s string) string {
 	}
 	b.WriteString("'")
 	return b.String()
-}
-
-// writeEnrootFiles writes the generated files into the tree (replacing what the image
-// had there) and creates the working directory, as `enroot import` does.
-func (t *tree) writeEnrootFiles(files map[string]string, workdir string) error {
-	for _, n := range slices.Sorted(maps.Keys(files)) {
-		if err := t.writeSmallFile(n, files[n], 0o644); err != nil {
-			return fmt.Errorf("write /%s: %w", n, err)
-		}
-	}
-	if rel, err := cleanName(workdir); err == nil && rel != "" {
-		fd, err := t.mkdirAll(rel)
-		if err != nil {
-			return fmt.Errorf("create working directory %s: %w", workdir, err)
-		}
-		unix.Close(fd)
-	}
-	return nil
-}
-
-func (t *tree) writeSmallFile(rel, content string, mode uint32) error {
-	dirfd, name, err := t.parent(path.Clean(rel))
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dirfd)
-	if err := replaceable(dirfd, name, false); err != nil {
-		return err
-	}
-	if err := writeFileAt(dirfd, name, int64(len(content)), strings.NewReader(content)); err != nil {
-		return err
-	}
-	return unix.Fchmodat(dirfd, name, mode, 0)
 }

@@ -51,9 +51,9 @@ type Stats struct {
 	Layers     int
 	Downloaded int64         // compressed bytes fetched (cached layers are not counted)
 	Download   time.Duration // from the start until the last layer was cached
-	Apply      time.Duration // unpacking layers, overlapping the downloads
-	Squash     time.Duration // mksquashfs
-	TreeBytes  int64         // apparent size of the unpacked tree
+	Index      time.Duration // reading the layers' headers to merge them, overlapping the downloads
+	Squash     time.Duration // streaming the merged layers through mksquashfs
+	Bytes      int64         // the content of the image's regular files
 	Total      time.Duration
 }
 

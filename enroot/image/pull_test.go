@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +28,47 @@ import (
 )
 
 type E = testregistry.Entry
+
+// The streamed squashfs is a filesystem the kernel and squashfuse (what Enroot and
+// pyxis mount with) both read.
+func TestAPulledImageMountsWithTheKernelAndSquashfuse(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	reg := startRegistry(t, testregistry.Options{})
+	push(t, reg, "mount/app:1", v1.Config{Env: []string{"A=1"}}, true,
+		[]E{{Name: "dir/", Type: tar.TypeDir}, {Name: "dir/file", Body: "lower"}, {Name: "zero", Body: string(make([]byte, 4<<20))}},
+		[]E{{Name: "dir/file", Body: "upper"}, {Name: "dir/link", Type: tar.TypeLink, Linkname: "dir/file"}})
+	s := openStore(t, storeRoot(t), nil)
+	img := pull(t, s, reg.Host+"/mount/app:1")
+	st, err := os.Stat(img.Squashfs)
+	require.NoError(t, err)
+	assert.Less(t, st.Size(), int64(1<<20), "the zero-filled file is stored sparse")
+
+	mounters := map[string][]string{"kernel": {"mount", "-t", "squashfs", "-o", "loop,ro", img.Squashfs}}
+	if _, err := exec.LookPath("squashfuse"); err == nil {
+		mounters["squashfuse"] = []string{"squashfuse", img.Squashfs}
+	} else {
+		t.Log("squashfuse is not installed: only the kernel's mount is tried")
+	}
+	for name, argv := range mounters {
+		t.Run(name, func(t *testing.T) {
+			mnt := t.TempDir()
+			out, err := exec.Command(argv[0], append(argv[1:], mnt)...).CombinedOutput()
+			require.NoError(t, err, string(out))
+			t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+			data, err := os.ReadFile(filepath.Join(mnt, "dir/link"))
+			require.NoError(t, err)
+			assert.Equal(t, "upper", string(data))
+			env, err := os.ReadFile(filepath.Join(mnt, "etc/environment"))
+			require.NoError(t, err)
+			assert.Equal(t, "A=1\n", string(env))
+			zero, err := os.ReadFile(filepath.Join(mnt, "zero"))
+			require.NoError(t, err)
+			assert.Equal(t, make([]byte, 4<<20), zero)
+		})
+	}
+}
 
 func TestPullAppliesLayersAndWritesEnrootFiles(t *testing.T) {
 	reg := startRegistry(t, testregistry.Options{})
@@ -261,7 +304,7 @@ func TestPullReportsProgress(t *testing.T) {
 	assert.Equal(t, 1, built.Layers)
 	assert.Greater(t, built.Downloaded, int64(0))
 	assert.GreaterOrEqual(t, built.Download, 300*time.Millisecond)
-	assert.Greater(t, built.TreeBytes, int64(64<<10), "the tree holds the file and the generated ones")
+	assert.Greater(t, built.Bytes, int64(64<<10), "the image holds the file and the generated ones")
 }
 
 // incompressible returns n pseudo-random bytes, so that a layer is about n bytes.
@@ -310,4 +353,16 @@ func TestPullRefusesALayerThatDoesNotMatchItsDiffID(t *testing.T) {
 	assert.ErrorContains(t, err, "but the image config says")
 	assert.Empty(t, s.List())
 	assert.Empty(t, dirEntries(t, filepath.Join(root, "images")))
+
+	// An uncompressed layer is its own content: its digest must be the diff ID.
+	wrong := "sha256:" + strings.Repeat("ab", 32)
+	plain, err := testregistry.CompressedLayer(raw, wrong)
+	require.NoError(t, err)
+	im, err = testregistry.Image(v1.Config{}, true, plain)
+	require.NoError(t, err)
+	_, err = reg.Push("bad/diffid:2", im)
+	require.NoError(t, err)
+	_, err = s.Pull(context.Background(), reg.Host+"/bad/diffid:2", PullOptions{})
+	assert.ErrorContains(t, err, "but the image config says "+wrong)
+	assert.Empty(t, s.List())
 }

@@ -86,8 +86,8 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// recover loads every image record and removes debris: pull staging trees, temporary
-// files, squashfs files without a record, and blobs no image uses.
+// recover loads every image record and removes debris: what interrupted pulls left in
+// tmp/, temporary files, squashfs files without a record, and blobs no image uses.
 func (s *Store) recover() error {
 	if err := os.RemoveAll(s.tmp); err != nil {
 		return fmt.Errorf("remove interrupted pulls: %w", err)

@@ -30,6 +30,7 @@ type Entry struct {
 	Mode     int64
 	Linkname string
 	UID, GID int
+	Xattrs   map[string]string // extended attributes ("user.x": value)
 }
 
 // Compression of a test layer.
@@ -42,13 +43,16 @@ const (
 	Uncompressed Compression = "none"
 )
 
+// EntryTime is the modification time of every test entry, in Unix seconds.
+const EntryTime = 1700000000
+
 // Tar writes entries as an uncompressed tar stream.
 func Tar(entries []Entry) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range entries {
 		hdr := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Linkname: e.Linkname,
-			Uid: e.UID, Gid: e.GID, ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+			Uid: e.UID, Gid: e.GID, ModTime: time.Unix(EntryTime, 0), Format: tar.FormatPAX}
 		if hdr.Typeflag == 0 {
 			hdr.Typeflag = tar.TypeReg
 		}
@@ -61,6 +65,12 @@ func Tar(entries []Entry) ([]byte, error) {
 		}
 		if hdr.Typeflag == tar.TypeReg {
 			hdr.Size = int64(len(e.Body))
+		}
+		for k, v := range e.Xattrs {
+			if hdr.PAXRecords == nil {
+				hdr.PAXRecords = map[string]string{}
+			}
+			hdr.PAXRecords["SCHILY.xattr."+k] = v
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, fmt.Errorf("tar %s: %w", e.Name, err)

@@ -41,6 +41,9 @@ type Options struct {
 	// BlobStall pauses every blob download this long after its first StallAfter
 	// bytes, to make pulls slow enough to interrupt.
 	BlobStall time.Duration
+	// Rate, when set, bounds the bytes per second of all blob downloads together, as a
+	// link of that speed would (125e6 for 1 Gbit/s).
+	Rate float64
 }
 
 // Registry is a running registry.
@@ -48,6 +51,8 @@ type Registry struct {
 	Host string // host:port
 	srv  *httptest.Server
 	opts Options
+
+	link *pacer // nil: blobs go as fast as loopback
 
 	mu        sync.Mutex
 	blobGets  map[string]int
@@ -67,6 +72,9 @@ func Start(opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	r := &Registry{opts: opts, blobGets: map[string]int{}}
+	if opts.Rate > 0 {
+		r.link = &pacer{rate: opts.Rate}
+	}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.serve(inner, w, req)
@@ -114,6 +122,9 @@ func (r *Registry) serve(inner http.Handler, w http.ResponseWriter, req *http.Re
 		r.mu.Unlock()
 		if i >= 0 && r.opts.BlobStall > 0 {
 			w = &stallingWriter{ResponseWriter: w, stall: r.opts.BlobStall, done: req.Context().Done()}
+		}
+		if i >= 0 && r.link != nil {
+			w = &pacedWriter{ResponseWriter: w, link: r.link}
 		}
 	}
 	inner.ServeHTTP(w, req)
@@ -214,4 +225,45 @@ func (w *stallingWriter) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
 	w.written += n
 	return n, err
+}
+
+// pacer hands out a link's bandwidth: each write reserves the time its bytes take at
+// the rate, after the writes before it, and waits for the end of its slot.
+type pacer struct {
+	rate float64 // bytes per second
+	mu   sync.Mutex
+	next time.Time
+}
+
+func (p *pacer) wait(n int) {
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	p.next = p.next.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
+	d := p.next.Sub(now)
+	p.mu.Unlock()
+	time.Sleep(d)
+}
+
+// pacedWriter sends a blob through the registry's paced link, 64 KiB at a time.
+type pacedWriter struct {
+	http.ResponseWriter
+	link *pacer
+}
+
+func (w *pacedWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), 64<<10)]
+		w.link.wait(len(chunk))
+		n, err := w.ResponseWriter.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
 }

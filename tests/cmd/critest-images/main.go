@@ -29,7 +29,7 @@ const staging = "k8s-staging-cri-tools/"
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on (loopback)")
-	bench := flag.Bool("bench", false, "also serve bench/pull:1 (~1 GiB, 10 gzip layers), bench/small:1 (~10 MiB) and bench/big:1 (~2 GiB)")
+	bench := flag.Bool("bench", false, "also serve bench/pull:1 (~1 GiB, 10 gzip layers), bench/small:1 (~10 MiB) and bench/big:1 (~2 GiB); and bench/pull:2 from a second registry paced to 1 Gbit/s (printed as \"slow HOST:PORT\")")
 	flag.Parse()
 	if err := run(*addr, *bench); err != nil {
 		fmt.Fprintf(os.Stderr, "critest-images: %v\n", err)
@@ -45,6 +45,9 @@ type image struct {
 	cmd    []string
 	extra  []testregistry.Entry
 }
+
+// gigabitPerSecond is a 1 Gbit/s link, in bytes per second.
+const gigabitPerSecond = 125e6
 
 func run(addr string, bench bool) error {
 	work, err := os.MkdirTemp("", "critest-images-")
@@ -103,9 +106,15 @@ func run(addr string, bench bool) error {
 		}
 	}
 	if bench {
-		if err := pushBenchImages(reg, base); err != nil {
+		slow, err := testregistry.Start(testregistry.Options{Rate: gigabitPerSecond})
+		if err != nil {
 			return err
 		}
+		defer slow.Close()
+		if err := pushBenchImages(reg, slow, base); err != nil {
+			return err
+		}
+		fmt.Printf("slow %s\n", slow.Host)
 	}
 	fmt.Printf("ready %s\n", reg.Host)
 	sig := make(chan os.Signal, 1)
