@@ -18,7 +18,7 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-security soak fuzz test-kubelet test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start critest critest-bin bench clean
+.PHONY: help build crictl deps test test-security soak fuzz test-kubelet test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start containerd-deps critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -112,8 +112,13 @@ bench-pull: deps build ## pull a generated ~1 GiB image from 127.0.0.1 (rates vs
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	bash -o pipefail -c "ENROOT_CRI_BENCH_SRUN=1 $(GO) test -count=1 -v -timeout 30m -run 'TestBenchSrunContainerImage' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
 
-bench-start: deps build ## create+start latency for a ~10 MiB and a ~2 GiB image, daemon and shim memory
+bench-start: deps build crictl ## create+start latency for a ~10 MiB and a ~2 GiB image; monitors' RSS/PSS at 100 pods and the CPU of a log flood, beside containerd's
 	$(GO) run ./tests/cmd/bench-start -bin $(BIN)/enroot-cri
+	@$(MAKE) --no-print-directory containerd-deps
+	BENCH_PARTS="memory flood" ./tests/bench.sh
+
+containerd-deps:
+	@for p in containerd runc; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; break; }; done
 
 critest-bin: ## build bin/critest from cri-tools v1.37.0 through the Go module proxy
 	@test -x $(BIN)/critest || { $(GO) mod download $(CRI_TOOLS)@$(CRI_TOOLS_VERSION) && \
@@ -122,8 +127,7 @@ critest-bin: ## build bin/critest from cri-tools v1.37.0 through the Go module p
 critest: deps build crictl critest-bin ## run critest (cri-tools v1.37.0) against enroot-cri with locally built images
 	./tests/critest.sh
 
-bench: deps build crictl critest-bin ## critest -benchmark, crictl timings and read calls at 200 containers, enroot-cri and containerd (Debian) side by side (BENCH_PARTS="critest sizes reads")
-	@for p in containerd runc; do dpkg -s $$p >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; break; }; done
+bench: deps build crictl critest-bin containerd-deps ## critest -benchmark, crictl timings and read calls at 200 containers, enroot-cri and containerd (Debian) side by side (BENCH_PARTS="critest sizes reads")
 	./tests/bench.sh
 
 docs: ## regenerate docs/config-reference.md from the built-in configuration

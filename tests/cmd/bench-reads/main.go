@@ -4,7 +4,8 @@
 // prints their 50th and 99th percentiles, one line per call: "NAME p50_us p99_us".
 // With -procs, it then prints the memory of the processes whose command line matches
 // (the runtime's per-pod or per-container processes): "memory COUNT RSS_KB PSS_KB".
-// make bench runs it against enroot-cri and containerd in the same invocation.
+// With -n 0 it makes no read calls and only prints the memory. make bench and make
+// bench-start run it against enroot-cri and containerd in the same invocation.
 //
 //	bench-reads -endpoint unix:///run/x.sock -image IMAGE [-pods 100] [-n 500] [-procs REGEXP]
 package main
@@ -30,7 +31,7 @@ func main() {
 	endpoint := flag.String("endpoint", "", "the runtime's CRI endpoint (unix:///path)")
 	image := flag.String("image", "", "an image the runtime has, with sleep")
 	pods := flag.Int("pods", 100, "pods to run, two containers each")
-	n := flag.Int("n", 500, "calls of each kind measured")
+	n := flag.Int("n", 500, "calls of each kind measured (0: none, memory only)")
 	procs := flag.String("procs", "", "regular expression of the command lines whose memory is summed")
 	flag.Parse()
 	if err := run(*endpoint, *image, *pods, *n, *procs); err != nil {
@@ -92,6 +93,9 @@ func run(endpoint, image string, pods, n int, procs string) error {
 	}
 	fmt.Printf("# %d pods, %d containers, %d calls each (stats: %d)\n", len(podIDs), len(containerIDs), n, max(n/10, 10))
 	for _, c := range calls {
+		if n == 0 {
+			break
+		}
 		n := n
 		if c.stats {
 			n = max(n/10, 10)
