@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,6 +207,56 @@ func TestADaemonKilledDuringCreateLeavesNothing(t *testing.T) {
 	cs, err := e.runtime.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
 	require.NoError(t, err)
 	assert.Empty(t, cs.Containers)
+}
+
+// A daemon killed during StartContainer after the monitor released the command, before
+// it saved the start, finds the container running when it restarts (the soak met it:
+// the retried start failed "already started" and the running container was reported
+// EXITED). Here the kill comes first and the test sends the monitor its "start", as the
+// daemon did.
+func TestAStartCutOffByAKillIsFoundRunning(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("cut-off-start", nil)
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
+		Image: &runtimeapi.ImageSpec{Image: e.image}, Command: []string{"sleep", "1000"}})
+	info := e.info(t, id)
+	e.kill()
+	before := time.Now()
+	// The bundle's path is longer than a socket address may be: dial through a
+	// descriptor of the directory.
+	dir, err := os.Open(info.Bundle)
+	require.NoError(t, err)
+	defer dir.Close()
+	controlStart := func() string {
+		conn, err := net.Dial("unix", fmt.Sprintf("/proc/self/fd/%d/control.sock", dir.Fd()))
+		if err != nil {
+			return err.Error()
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte("start\n")); err != nil {
+			return err.Error()
+		}
+		reply, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(reply)
+	}
+	first, second := controlStart(), controlStart()
+	e.start(t)
+	require.Equal(t, "ok", first)
+	require.Equal(t, "ok", second, "a second start gets the first one's answer")
+
+	st := e.status(t, id)
+	require.Equal(t, runtimeapi.ContainerState_CONTAINER_RUNNING, st.State, "%s %s", st.Reason, st.Message)
+	assert.GreaterOrEqual(t, st.StartedAt, before.UnixNano(), "started when the monitor released it")
+	assert.True(t, alive(e.info(t, id).Pid))
+	_, err = e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	_, err = e.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1})
+	require.NoError(t, err)
+	assert.Equal(t, runtimeapi.ContainerState_CONTAINER_EXITED, e.status(t, id).State)
 }
 
 // The cgroup parent a pod's first container made goes with the pod's last container,

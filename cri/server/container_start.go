@@ -41,6 +41,9 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		updated.State = containerRunning
 	}
 	updated.StartedAt = started
+	if at := s.engine.State(c.ID).StartedAt; !at.IsZero() {
+		updated.StartedAt = at // the monitor's own time of the exec
+	}
 	err = s.recs.saveContainer(&updated)
 	s.transition.Unlock()
 	if err != nil {

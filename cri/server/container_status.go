@@ -88,6 +88,12 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 	}
 	st := s.engine.State(id)
 	updated := *c
+	// A start cut off by a daemon crash after the monitor released the command, before
+	// the record was saved: the monitor's mark says when it started.
+	startedUnsaved := c.State == containerCreated && !st.StartedAt.IsZero()
+	if startedUnsaved {
+		updated.StartedAt = st.StartedAt
+	}
 	switch {
 	case st.Exit != nil:
 		updated.ExitCode, updated.FinishedAt = int32(st.Exit.Code), st.Exit.FinishedAt
@@ -109,6 +115,19 @@ func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
 		updated.ExitCode, updated.FinishedAt, updated.Reason = 255, time.Now(), "Unknown"
 		updated.Message = s.lostMonitorMessage(id)
 		s.noteLostMonitor(ctx, c, false)
+	case startedUnsaved:
+		updated.State = containerRunning
+		s.transition.Lock()
+		defer s.transition.Unlock()
+		if cur, err := s.recs.container(id); err != nil || cur.State != containerCreated {
+			return cur
+		}
+		if err := s.recs.saveContainer(&updated); err != nil {
+			logging.From(ctx).Error("save container record", "container_id", id, "error", err)
+			return c
+		}
+		s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+		return &updated
 	default:
 		return c
 	}

@@ -15,6 +15,10 @@ import (
 // the hooks), as JSON; execs take it.
 const environFile = "environ.json"
 
+// startedFile, in the bundle, holds the time the container's command started (JSON),
+// written by the monitor once the init executed it.
+const startedFile = "started.json"
+
 // configVersion is the version of the bundle configuration format written today.
 const configVersion = 2
 

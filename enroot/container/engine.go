@@ -206,7 +206,8 @@ func (e *Engine) Start(ctx context.Context, id string) error {
 type State struct {
 	InitPid   int
 	ShimAlive bool
-	Exit      *Exit // set once the first process has ended
+	StartedAt time.Time // set once the monitor released the command
+	Exit      *Exit     // set once the first process has ended
 }
 
 // State reads a container's state from its bundle. A container without a bundle (the
@@ -217,6 +218,9 @@ func (e *Engine) State(id string) State {
 	st.InitPid, _ = readPid(filepath.Join(bundle, "init.pid"))
 	if shimPid, err := readPid(filepath.Join(bundle, "shim.pid")); err == nil {
 		st.ShimAlive = isShim(shimPid, bundle)
+	}
+	if data, err := os.ReadFile(filepath.Join(bundle, startedFile)); err == nil {
+		_ = json.Unmarshal(data, &st.StartedAt)
 	}
 	if data, err := os.ReadFile(filepath.Join(bundle, "exit.json")); err == nil {
 		var x Exit

@@ -436,9 +436,12 @@ func dialControl(ctx context.Context, bundle string) (net.Conn, error) {
 	return conn, err
 }
 
-// serve answers control requests: "start" releases the init.
+// serve answers control requests: "start" releases the init. A second "start" gets
+// the first one's answer: a daemon killed after it released the init, before it saved
+// that, asks again after its restart.
 func (s *shim) serve(l net.Listener) {
 	var once sync.Once
+	var started string
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -475,12 +478,8 @@ func (s *shim) serve(l net.Listener) {
 					fmt.Fprintln(conn, "ok")
 				}
 			case req == "start":
-				var reply string
-				once.Do(func() { reply = s.release() })
-				if reply == "" {
-					reply = "error: already started"
-				}
-				fmt.Fprintln(conn, reply)
+				once.Do(func() { started = s.release() })
+				fmt.Fprintln(conn, started)
 			default:
 				fmt.Fprintf(conn, "error: unknown request %q\n", req)
 			}
@@ -498,7 +497,12 @@ func (s *shim) release() string {
 	line, err := readLine(s.sync)
 	s.sync.Close()
 	if errors.Is(err, io.EOF) && line == "" {
-		return "ok" // the sync pipe closed on exec
+		// The sync pipe closed on exec. The mark tells a daemon that restarts before
+		// it saved the start that the container runs, and since when.
+		if err := atomicfile.WriteJSON(filepath.Join(s.bundle, startedFile), time.Now()); err != nil {
+			fmt.Fprintf(os.Stderr, "record the start: %v\n", err)
+		}
+		return "ok"
 	}
 	return "error: " + trimError(line)
 }
