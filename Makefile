@@ -18,7 +18,7 @@ export ENROOT_CRI_BIN := $(BIN)/enroot-cri
 export ENROOT_CRI_NVML_FAKE := $(BIN)/enroot-cri-nvml-fake
 export CRICTL := $(BIN)/crictl
 
-.PHONY: help build crictl deps test test-security soak fuzz test-kubelet test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start containerd-deps critest critest-bin bench clean
+.PHONY: help build crictl deps test test-security soak fuzz test-kubelet test-node-e2e test-cgroupv2 test-slurm-parity test-packages deb rpm docs lint demo bench-pull bench-start containerd-deps critest critest-bin bench clean
 
 help: ## list the targets with their purpose
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -90,6 +90,9 @@ test-slurm-parity: deps build ## slurmd on 127.0.0.1: cgroups of steps and pods 
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	CGO_ENABLED=1 $(GO) build -tags fakenvml -o $(ENROOT_CRI_NVML_FAKE) ./cmd/enroot-cri-nvml
 	bash -o pipefail -c "ENROOT_CRI_SLURM_PARITY=1 $(GO) test -count=1 -v -run 'TestSlurmParity|TestSlurmPrologEpilog|TestEnrootParity|TestStockEnrootConfiguration|TestPyxisImporter' ./tests | grep -v -E '^=== (RUN|PAUSE|CONT)'"
+
+test-node-e2e: deps build crictl ## the Kubernetes node e2e suite (NodeConformance; no Serial, Slow, Flaky, Disruptive, Feature) against the daemon's defaults, offline; result in docs/node-e2e.md
+	GO=$(GO) ./tests/node-e2e.sh
 
 test-kubelet: deps build crictl ## a real node: etcd, kube-apiserver, kubelet and kubectl (built from the module proxy) on 127.0.0.1 against the daemon's defaults
 	GO=$(GO) ./tests/kube-build.sh

@@ -264,9 +264,11 @@ func (c *Cgroup) Delete() error {
 	} else {
 		err = c.v1.Delete()
 	}
-	if err != nil {
+	if err != nil && len(ProcsFiles(c.path)) > 0 {
 		return fmt.Errorf("remove cgroup %s: %w", c.path, err)
 	}
+	// Gone from every hierarchy: another remover (the kubelet removes a pod's cgroup
+	// with what is left under it) took part of it while this one read it (ENODEV).
 	return nil
 }
 

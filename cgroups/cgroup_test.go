@@ -70,3 +70,45 @@ func TestCgroupLifecycleV1(t *testing.T) {
 	_, err = Load(path)
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// The kubelet removes a pod's cgroup with whatever is left under it; a container's
+// cgroup that another remover took (here from every hierarchy but one, then that one
+// too) is removed, not an error.
+func TestDeleteOfACgroupSomeoneElseRemoved(t *testing.T) {
+	needCgroupRoot(t)
+	path := fmt.Sprintf("/enroot-cri-test/%s-%d", t.Name(), os.Getpid())
+	c, err := Create(path, &specs.LinuxResources{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, d := range cgroupDirs(path) {
+			_ = os.Remove(d)
+		}
+		dirs, _ := filepath.Glob(filepath.Join(Root, "*", "enroot-cri-test"))
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
+	})
+	dirs := cgroupDirs(path)
+	require.Greater(t, len(dirs), 1)
+	for _, d := range dirs {
+		require.NoError(t, os.Remove(d))
+	}
+	require.NoError(t, c.Delete())
+	assert.Empty(t, cgroupDirs(path))
+
+	// Still there with a process: that is an error.
+	c, err = Create(path, &specs.LinuxResources{})
+	require.NoError(t, err)
+	cmd := exec.Command("sleep", "1000")
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	require.NoError(t, c.Add(cmd.Process.Pid))
+	assert.Error(t, c.Delete())
+	require.NoError(t, c.KillAll(5*time.Second))
+	require.NoError(t, c.Delete())
+}
+
+func cgroupDirs(path string) []string {
+	dirs, _ := filepath.Glob(filepath.Join(Root, "*", path))
+	return dirs
+}

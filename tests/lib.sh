@@ -26,7 +26,8 @@ cleanup() {
   for sock in "${sockets[@]}"; do
     [ -S "$sock" ] && "$BIN/crictl" -r "unix://$sock" -i "unix://$sock" rmp -fa >/dev/null 2>&1 || true
   done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # A `go run` leaves its program running when killed: its children go first.
+  for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for b in "${bridges[@]}"; do ip link del "$b" 2>/dev/null || true; done
   grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true

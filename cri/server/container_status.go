@@ -65,7 +65,7 @@ func containerStatus(c *containerRecord) *runtimeapi.ContainerStatus {
 	return &runtimeapi.ContainerStatus{
 		Id: c.ID, Metadata: cfg.GetMetadata(), State: containerState(c),
 		CreatedAt: unixNano(c.CreatedAt), StartedAt: unixNano(c.StartedAt), FinishedAt: unixNano(c.FinishedAt),
-		ExitCode: c.ExitCode, Image: cfg.GetImage(), ImageRef: c.ImageRef, ImageId: c.ImageID,
+		ExitCode: c.ExitCode, Image: statusImage(cfg.GetImage()), ImageRef: c.ImageRef, ImageId: c.ImageID,
 		Reason: c.Reason, Message: c.Message, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 		Mounts: statusMounts(cfg.GetMounts(), c.ImageVolumes), LogPath: c.LogPath,
 		Resources: &runtimeapi.ContainerResources{Linux: cfg.GetLinux().GetResources()},
@@ -73,6 +73,18 @@ func containerStatus(c *containerRecord) *runtimeapi.ContainerStatus {
 			Uid: c.UID, Gid: c.GID, SupplementalGroups: groups,
 		}},
 	}
+}
+
+// statusImage is the image a container's status names: the one its pod spec named
+// (the kubelet creates with the image's ID in Image and the spec's name in
+// UserSpecifiedImage, and shows the status's in the pod's status, where users and the
+// node e2e suite compare it with the spec), as CRI-O answers; else what the create named.
+func statusImage(spec *runtimeapi.ImageSpec) *runtimeapi.ImageSpec {
+	if spec.GetUserSpecifiedImage() == "" {
+		return spec
+	}
+	return &runtimeapi.ImageSpec{Image: spec.GetUserSpecifiedImage(), UserSpecifiedImage: spec.GetUserSpecifiedImage(),
+		Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler()}
 }
 
 // refresh brings a created or running container's record up to date with its shim:

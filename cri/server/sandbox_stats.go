@@ -12,6 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
@@ -39,7 +40,10 @@ func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPo
 		}
 		st, err := s.podStats(p)
 		if err != nil {
-			return nil, err
+			// A pod stopped or removed while the list ran; one pod's stats do not fail
+			// the node's (the kubelet's eviction manager and /stats/summary read them).
+			logging.From(ctx).Debug("skip pod stats", "pod_id", p.ID, "error", err)
+			continue
 		}
 		resp.Stats = append(resp.Stats, st)
 	}
@@ -123,12 +127,22 @@ func netDev(netns string) ([]netCounters, error) {
 	return out, nil
 }
 
-// networkStats reads the interface counters of a network namespace; eth0 is the
-// default interface.
+// networkStats reads the interface counters of a network namespace.
 func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error) {
 	ifaces, err := netDev(netns)
 	if err != nil {
 		return nil, err
+	}
+	return networkUsage(ifaces, now), nil
+}
+
+// networkUsage is the CRI form of a namespace's interface counters: eth0 is the default
+// interface, else the first one. A namespace with no interface but lo (a pod whose
+// network is being torn down) has no usage: the kubelet reads the default interface of
+// any usage it gets and crashes on a nil one (kubelet v1.37 criInterfaceToSummary).
+func networkUsage(ifaces []netCounters, now time.Time) *runtimeapi.NetworkUsage {
+	if len(ifaces) == 0 {
+		return nil
 	}
 	usage := &runtimeapi.NetworkUsage{Timestamp: now.UnixNano()}
 	for _, n := range ifaces {
@@ -139,5 +153,8 @@ func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error)
 			usage.DefaultInterface = iface
 		}
 	}
-	return usage, nil
+	if usage.DefaultInterface == nil {
+		usage.DefaultInterface = usage.Interfaces[0]
+	}
+	return usage
 }

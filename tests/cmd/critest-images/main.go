@@ -7,6 +7,9 @@
 //
 // The digest-pinned test-image-digest cannot be rebuilt offline (its digest is fixed):
 // it is the one image missing.
+//
+// With -node-e2e DIR it also serves the images of the Kubernetes node e2e suite
+// (nodee2e.go); make test-node-e2e runs it so.
 package main
 
 import (
@@ -29,27 +32,31 @@ const staging = "k8s-staging-cri-tools/"
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on (loopback)")
+	nodeE2E := flag.String("node-e2e", "", "also serve the node e2e suite's images; the directory holds agnhost, localhost.crt and localhost.key")
 	bench := flag.Bool("bench", false, "also serve bench/pull:1 (~1 GiB, 10 gzip layers), bench/small:1 (~10 MiB) and bench/big:1 (~2 GiB); and bench/pull:2 from a second registry paced to 1 Gbit/s (printed as \"slow HOST:PORT\")")
 	flag.Parse()
-	if err := run(*addr, *bench); err != nil {
+	if err := run(*addr, *bench, *nodeE2E); err != nil {
 		fmt.Fprintf(os.Stderr, "critest-images: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-// image is one image to build: a marker file, a user, a command, extra entries.
+// image is one image to build: a marker file, a user, an entrypoint and a command,
+// extra entries, and its base when not the common one.
 type image struct {
-	names  []string
-	marker string
-	user   string
-	cmd    []string
-	extra  []testregistry.Entry
+	names      []string
+	marker     string
+	user       string
+	entrypoint []string
+	cmd        []string
+	extra      []testregistry.Entry
+	base       []testregistry.Entry
 }
 
 // gigabitPerSecond is a 1 Gbit/s link, in bytes per second.
 const gigabitPerSecond = 125e6
 
-func run(addr string, bench bool) error {
+func run(addr string, bench bool, nodeE2E string) error {
 	work, err := os.MkdirTemp("", "critest-images-")
 	if err != nil {
 		return err
@@ -95,6 +102,13 @@ func run(addr string, bench bool) error {
 		{names: []string{staging + "test-image-predefined-group:latest"}, marker: "predefined-group", user: "1000"},
 		{names: []string{"pause:3.9"}, marker: "pause", cmd: []string{"/bin/sleep", "2147483647"}},
 	}
+	if nodeE2E != "" {
+		more, err := nodeE2EImages(work, nodeE2E, web, nnp)
+		if err != nil {
+			return err
+		}
+		images = append(images, more...)
+	}
 	reg, err := testregistry.Start(testregistry.Options{Addr: addr})
 	if err != nil {
 		return err
@@ -124,6 +138,9 @@ func run(addr string, bench bool) error {
 }
 
 func push(reg *testregistry.Registry, base []testregistry.Entry, im image) error {
+	if im.base != nil {
+		base = im.base
+	}
 	baseLayer, err := testregistry.Layer(base, testregistry.Gzip, false)
 	if err != nil {
 		return err
@@ -134,11 +151,11 @@ func push(reg *testregistry.Registry, base []testregistry.Entry, im image) error
 		return err
 	}
 	cmd := im.cmd
-	if cmd == nil {
+	if cmd == nil && im.entrypoint == nil {
 		cmd = []string{"sh"}
 	}
 	img, err := testregistry.Image(v1.Config{Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		Cmd: cmd, User: im.user}, false, baseLayer, top)
+		Entrypoint: im.entrypoint, Cmd: cmd, User: im.user}, false, baseLayer, top)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-// Command critest-report reads critest's JUnit report, prints how many specs passed,
+// Command critest-report reads critest's (or another Ginkgo suite's) JUnit report, prints how many specs passed,
 // failed and were skipped and every failing spec, and exits non-zero when a spec fails
 // that the expected-failures file does not list. Each line of that file is
 // "<text in the spec name> | <why it cannot pass here>"; # starts a comment.
@@ -32,14 +32,15 @@ type testcase struct {
 func main() {
 	junit := flag.String("junit", "_output/critest-junit.xml", "critest's JUnit report")
 	expectedFile := flag.String("expected", "tests/critest-expected-failures.txt", "expected failures")
+	suiteName := flag.String("suite", "critest", "the suite's name in the summary line")
 	flag.Parse()
-	if err := run(*junit, *expectedFile); err != nil {
+	if err := run(*suiteName, *junit, *expectedFile); err != nil {
 		fmt.Fprintf(os.Stderr, "critest-report: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(junit, expectedFile string) error {
+func run(name, junit, expectedFile string) error {
 	data, err := os.ReadFile(junit)
 	if err != nil {
 		return fmt.Errorf("read report: %w", err)
@@ -73,7 +74,7 @@ func run(junit, expectedFile string) error {
 			}
 		}
 	}
-	fmt.Printf("critest: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
+	fmt.Printf("%s: %d passed, %d failed, %d skipped\n", name, passed, failed, skipped)
 	if len(unexpected) > 0 {
 		return fmt.Errorf("%d unexpected failures", len(unexpected))
 	}
