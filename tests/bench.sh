@@ -40,16 +40,6 @@ imageBenchmarkTimeoutSeconds: 60
 imagePullingBenchmarkImage: $image
 YAML
 
-cni() { # cni DIR BRIDGE SUBNET
-  mkdir -p "$1"
-  cat > "$1/10-bench.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "enroot-cri-bench", "plugins": [
-  {"type": "bridge", "bridge": "$2", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$3"}]], "dataDir": "$1/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-JSON
-}
-
 now() { date +%s%N; }
 
 # timed_pull CRICTL... -- KEY IMAGE DIR: pulls IMAGE, writes "KEY ms" and
@@ -161,7 +151,7 @@ bench() { # bench NAME SOCKET
 }
 
 # enroot-cri on a scratch configuration.
-cni "$work/cni-enroot" ecri-bench0 10.231.252.0/24
+cni_bridge "$work/cni-enroot" bench ecri-bench0 10.231.252.0/24
 {
   echo "socket = \"$work/enroot-cri.sock\""
   echo "root = \"$work/enroot/root\""
@@ -181,7 +171,7 @@ run_parts enroot-cri "$work/enroot-cri.sock" "^\\S*enroot-cri(-shim)? shim $work
 kill "$pid"
 
 # containerd 1.6 + runc from Debian, same images through hosts.toml mirrors.
-cni "$work/cni-containerd" ecri-bench1 10.231.253.0/24
+cni_bridge "$work/cni-containerd" bench ecri-bench1 10.231.253.0/24
 for host in registry.k8s.io gcr.io k8s.gcr.io docker.io; do
   mkdir -p "$work/certs.d/$host"
   printf 'server = "https://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$host" "$registry" \

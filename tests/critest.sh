@@ -17,13 +17,7 @@ trap cleanup EXIT
 
 start_registry 60 go run ./tests/cmd/critest-images
 
-mkdir -p "$work/cni"
-cat > "$work/cni/10-critest.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "enroot-cri-critest", "plugins": [
-  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.251.0/24"}]], "dataDir": "$work/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-JSON
+cni_bridge "$work/cni" critest "$bridge" 10.231.251.0/24
 {
   echo "socket = \"$work/enroot-cri.sock\""
   echo "root = \"$work/root\""

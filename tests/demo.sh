@@ -33,13 +33,7 @@ conf_dir = "$work/cni"
 bin_dirs = ["/usr/lib/cni"]
 TOML
 # A private bridge network: pods get addresses in it, nothing is routed out.
-mkdir -p "$work/cni"
-cat > "$work/cni/10-demo.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "enroot-cri-demo", "plugins": [
-  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.250.0/24"}]], "dataDir": "$work/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-JSON
+cni_bridge "$work/cni" demo "$bridge" 10.231.250.0/24
 
 echo "== starting enroot-cri serve --config $work/config.toml"
 "$BIN/enroot-cri" serve --config "$work/config.toml" > "$work/daemon.log" 2>&1 &

@@ -33,3 +33,16 @@ cleanup() {
   grep " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work"
 }
+
+# cni_bridge DIR NAME BRIDGE SUBNET: a CNI configuration in DIR for a private bridge
+# network "enroot-cri-NAME": pods get addresses in SUBNET (kept in DIR/ipam), nothing
+# is routed out, hostPorts work.
+cni_bridge() {
+  mkdir -p "$1"
+  cat > "$1/10-$2.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "enroot-cri-$2", "plugins": [
+  {"type": "bridge", "bridge": "$3", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$4"}]], "dataDir": "$1/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+}

@@ -84,13 +84,7 @@ trap restore EXIT
 
 start_registry 300 go run ./tests/cmd/critest-images -node-e2e "$tools"
 
-mkdir -p "$work/cni"
-cat > "$work/cni/10-node-e2e.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "enroot-cri-node-e2e", "plugins": [
-  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.250.0/24"}]], "dataDir": "$work/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-JSON
+cni_bridge "$work/cni" node-e2e "$bridge" 10.231.250.0/24
 # The shipped configuration (the built-in defaults `enroot-cri config` prints), with
 # what this node adds to it.
 {
