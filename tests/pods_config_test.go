@@ -60,6 +60,18 @@ func TestPodDNSSysctlsAndUsers(t *testing.T) {
 	require.NoError(t, err)
 	e.waitExited(t, byName)
 	assert.Equal(t, []string{"uid=65534(nobody) gid=65534(nogroup)"}, lines(e.crictl(t, "logs", byName)))
+
+	// Kubernetes allows any name without "=" (envFrom of a configMap with keys such as
+	// "data-1"): it reaches the command as it is.
+	env := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "env"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"env"}, LogPath: "env.log",
+		Envs: []*runtimeapi.KeyValue{{Key: "data-1", Value: []byte("value-1")}, {Key: "p-data.2", Value: []byte("value 2")}},
+	})
+	_, err = e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: env})
+	require.NoError(t, err)
+	e.waitExited(t, env)
+	assert.Subset(t, lines(e.crictl(t, "logs", env)), []string{"data-1=value-1", "p-data.2=value 2"})
 }
 
 func TestBadRequestsAreRefusedCleanly(t *testing.T) {

@@ -2,12 +2,14 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +87,32 @@ func TestExitCodesAndLogs(t *testing.T) {
 	assert.Contains(t, log, " stdout F out\n")
 	assert.Contains(t, log, " stderr F err\n")
 	assert.Equal(t, []string{"out"}, lines(e.crictl(t, "logs", "--stream", "stdout", zero)))
+}
+
+// TestTheLogHoldsAllOfAnExitedContainersOutput: a container that prints and exits at
+// once has its output in its log by the time it is EXITED (the kubelet reads the log
+// of a finished pod right away), also on a busy node. The monitor used to close the
+// pipes as soon as the first process ended, losing what was still in them: with the
+// CPUs busy, most such containers logged nothing.
+func TestTheLogHoldsAllOfAnExitedContainersOutput(t *testing.T) {
+	e := newPodEnv(t)
+	cfg := e.podConfig("flush", nil)
+	pod := e.runPod(t, cfg)
+	for i := range runtime.NumCPU() + 1 {
+		e.run(t, pod, cfg, fmt.Sprintf("busy%d", i), "while :; do :; done")
+	}
+	lost := 0
+	for i := range 50 {
+		name := fmt.Sprintf("echo%d", i)
+		id := e.run(t, pod, cfg, name, "echo out; echo err >&2")
+		e.waitExited(t, id)
+		log := e.logText(t, id)
+		if !strings.Contains(log, " stdout F out\n") || !strings.Contains(log, " stderr F err\n") {
+			lost++
+			t.Logf("%s logged %q", name, log)
+		}
+	}
+	assert.Zero(t, lost, "containers whose output is missing from their log")
 }
 
 func TestStopContainer(t *testing.T) {

@@ -2,6 +2,7 @@ package container
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"sync"
@@ -88,14 +89,29 @@ func (w *logWriter) flushLocked() error {
 
 // copyStream turns r's output into CRI log records until r ends. A line longer than
 // maxLogLine becomes partial records followed by a full one; a last line without a
-// newline is written as a full record, as containerd does. Records are written before
-// a read that could wait for more output.
+// newline is a partial record, as containerd writes it, so that readers (the kubelet's
+// termination message from the log, `kubectl logs`) show no newline the command did
+// not print. "\r\n" ends a line as "\n" does. Records are written before a read that
+// could wait for more output.
 func (w *logWriter) copyStream(stream string, r io.Reader) error {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
-		line, isPrefix, err := br.ReadLine()
-		if len(line) > 0 || (err == nil && !isPrefix) {
-			if werr := w.record(stream, isPrefix, line, err != nil || br.Buffered() == 0); werr != nil {
+		line, err := br.ReadSlice('\n')
+		partial := true
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			// A "\r\n" across the split: the "\r" goes with the rest of the line.
+			if line[len(line)-1] == '\r' {
+				_ = br.UnreadByte()
+				line = line[:len(line)-1]
+			}
+			err = nil
+		case err == nil:
+			partial = false
+			line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})
+		}
+		if len(line) > 0 || !partial {
+			if werr := w.record(stream, partial, line, err != nil || br.Buffered() == 0); werr != nil {
 				return werr
 			}
 		}

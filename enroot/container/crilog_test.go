@@ -16,14 +16,16 @@ func TestCopyStreamWritesCRIRecords(t *testing.T) {
 	var out bytes.Buffer
 	w := &logWriter{out: &out, now: func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC) }}
 	long := strings.Repeat("a", maxLogLine+10)
-	require.NoError(t, w.copyStream(Stdout, strings.NewReader("hello\n\nworld\n"+long+"\nno newline")))
+	require.NoError(t, w.copyStream(Stdout, strings.NewReader("hello\n\nworld\n"+long+"\r\ncrlf\r\n\nno newline")))
 	ts := "2026-01-02T03:04:05.000000006Z"
 	assert.Equal(t, ts+" stdout F hello\n"+
 		ts+" stdout F \n"+
 		ts+" stdout F world\n"+
 		ts+" stdout P "+strings.Repeat("a", maxLogLine)+"\n"+
 		ts+" stdout F "+strings.Repeat("a", 10)+"\n"+
-		ts+" stdout F no newline\n", out.String())
+		ts+" stdout F crlf\n"+
+		ts+" stdout F \n"+
+		ts+" stdout P no newline\n", out.String(), "a last line without a newline is partial, as containerd writes it")
 }
 
 func TestCopyStreamEmpty(t *testing.T) {
@@ -77,7 +79,7 @@ func TestALineIsWrittenBeforeTheStreamWaits(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, pw.Close())
 	require.NoError(t, <-done)
-	assert.Contains(t, out.String(), " stderr F partial\n")
+	assert.Contains(t, out.String(), " stderr P partial\n", "the last line has no newline")
 }
 
 type closingBuffer struct {

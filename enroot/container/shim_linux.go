@@ -60,6 +60,8 @@ type shim struct {
 	// in the container's devpts; console is handed to the init as initConsoleFd.
 	console, consoleInit *os.File
 	logw                 *logWriter
+	childEnds            []*os.File // the init's ends of its output pipes, closed once it started
+	starting             sync.Mutex // held while a start request is answered
 }
 
 // RunShim is `enroot-cri shim BUNDLE`. The daemon starts it detached, in its own
@@ -85,7 +87,10 @@ func RunShim(bundle string) error {
 	fmt.Fprintf(ready, "ok %d\n", s.cmd.Process.Pid)
 	ready.Close()
 	go s.serve(l)
-	return s.wait()
+	err = s.wait()
+	// A command that ends at once can end before its start was answered.
+	s.starting.Lock()
+	return err
 }
 
 func newShim(bundle string) (*shim, error) {
@@ -135,6 +140,7 @@ func (s *shim) create(sealedBin *os.File) error {
 	err = s.startInit()
 	syncW.Close()
 	startR.Close()
+	closeAll(s.childEnds)
 	if s.consoleInit != nil {
 		s.consoleInit.Close()
 	}
@@ -300,11 +306,13 @@ func (s *shim) setupStdio() error {
 	if s.cfg.Spec.Process.Terminal {
 		return s.setupTerminal(w)
 	}
-	stdout, err := s.cmd.StdoutPipe()
+	// Our own pipes, not Cmd's: Wait closes those as soon as the process ends, losing
+	// what it wrote last if the copies had not read it yet.
+	stdout, err := s.outputPipe(&s.cmd.Stdout)
 	if err != nil {
 		return err
 	}
-	stderr, err := s.cmd.StderrPipe()
+	stderr, err := s.outputPipe(&s.cmd.Stderr)
 	if err != nil {
 		return err
 	}
@@ -319,6 +327,20 @@ func (s *shim) setupStdio() error {
 	s.copy(w, Stdout, frameStdout, stdout)
 	s.copy(w, Stderr, frameStderr, stderr)
 	return nil
+}
+
+// outputPipe makes a pipe whose write end becomes *to in the init; the shim's copy of
+// that end is closed once the init started, so the read end ends when every process
+// holding the write end has.
+func (s *shim) outputPipe(to *io.Writer) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create output pipe: %w", err)
+	}
+	*to = w
+	s.childEnds = append(s.childEnds, w)
+	s.closer = append(s.closer, r)
+	return r, nil
 }
 
 func (s *shim) setupTerminal(w *logWriter) error {
@@ -478,8 +500,10 @@ func (s *shim) serve(l net.Listener) {
 					fmt.Fprintln(conn, "ok")
 				}
 			case req == "start":
+				s.starting.Lock() // the shim does not end before the answer is sent
 				once.Do(func() { started = s.release() })
 				fmt.Fprintln(conn, started)
+				s.starting.Unlock()
 			default:
 				fmt.Fprintf(conn, "error: unknown request %q\n", req)
 			}
