@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -113,6 +114,61 @@ func TestTheLogHoldsAllOfAnExitedContainersOutput(t *testing.T) {
 		}
 	}
 	assert.Zero(t, lost, "containers whose output is missing from their log")
+}
+
+// TestABidirectionalMountLeavesTheHostsMountsAlone: a privileged container with a
+// bidirectional mount (a CSI node plugin's /var/lib/kubelet, the node e2e suite's
+// recursive read-only spec) shares its mounts with the host both ways, and starting it
+// unmounts nothing of the host's. The init used to detach its old root while the tree
+// was shared: the host's mounts under the shared directory went with it.
+func TestABidirectionalMountLeavesTheHostsMountsAlone(t *testing.T) {
+	e := newPodEnv(t)
+	// The kubelet's directory on a systemd host: a shared mount, other pods' volumes
+	// mounted under it.
+	dir := siteDir(t)
+	for _, args := range [][]string{{"--bind", dir, dir}, {"--make-rshared", dir}, {"-t", "tmpfs", "other-pod", dir + "/other"}} {
+		if args[0] == "-t" {
+			require.NoError(t, os.Mkdir(dir+"/other", 0o755))
+		}
+		out, err := exec.Command("mount", args...).CombinedOutput()
+		require.NoError(t, err, "mount %v: %s", args, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-R", dir).Run() })
+	mounted := func(path string) bool {
+		data, err := os.ReadFile("/proc/self/mountinfo")
+		require.NoError(t, err)
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == path {
+				return true
+			}
+		}
+		return false
+	}
+	cfg := e.podConfig("bidi", func(c *runtimeapi.PodSandboxConfig) {
+		c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}
+	})
+	pod := e.runPod(t, cfg)
+	run := func(name, script string) *runtimeapi.ContainerStatus {
+		id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: name}, Image: &runtimeapi.ImageSpec{Image: e.image},
+			Command: []string{"/bin/sh", "-c", script}, LogPath: name + ".log",
+			Mounts: []*runtimeapi.Mount{{HostPath: dir, ContainerPath: "/mnt",
+				Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL}},
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				Privileged: true, RunAsUser: &runtimeapi.Int64Value{Value: 0}}},
+		})
+		_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
+		require.NoError(t, err)
+		st := e.waitExited(t, id)
+		assert.Equal(t, int32(0), st.ExitCode, "%s: %s", name, e.logText(t, id))
+		return st
+	}
+	run("mount", "grep -q ' /mnt/other ' /proc/self/mountinfo && mkdir -p /mnt/made && mount -t tmpfs made /mnt/made")
+	assert.True(t, mounted(dir+"/other"), "the host's mount under the shared directory is still there")
+	assert.True(t, mounted(dir+"/made"), "the container's mount reached the host")
+	run("unmount", "grep -q ' /mnt/made ' /proc/self/mountinfo && umount /mnt/made")
+	assert.False(t, mounted(dir+"/made"), "the container's unmount reached the host")
+	assert.True(t, mounted(dir+"/other"), "the host's mount is still there")
 }
 
 func TestStopContainer(t *testing.T) {

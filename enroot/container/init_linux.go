@@ -502,11 +502,27 @@ func makeDevice(rootfd int, d specs.LinuxDevice) error {
 
 // pivot makes rootfs the root and detaches the old one.
 func pivot(rootfs string) error {
+	oldRoot, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the old root: %w", err)
+	}
+	defer unix.Close(oldRoot)
 	if err := unix.Chdir(rootfs); err != nil {
 		return fmt.Errorf("enter rootfs: %w", err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
+	}
+	// The old root is stacked on the new one now; from inside it, "." is its root.
+	// With a bidirectional mount the tree is shared, and detaching the old root as it
+	// is would unmount its mounts' peers: the host's mounts under a shared mount, and
+	// those the container's own bidirectional mounts hold. As a slave it takes them
+	// along alone (runc does the same).
+	if err := unix.Fchdir(oldRoot); err != nil {
+		return fmt.Errorf("enter the old root: %w", err)
+	}
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make the old root a slave: %w", err)
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach old root: %w", err)
