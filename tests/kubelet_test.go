@@ -355,6 +355,7 @@ serializeImagePulls: false
 %s`, kubeletPort, healthPort, pki.file("ca.crt"), pki.file("kubelet.crt"), pki.file("kubelet.key"), k.socket, k.socket,
 		k.cgroupRoot, filepath.Join(dir, "pod-logs"), shippedFeatureGates(t))), 0o644))
 	k.saveSysctls(t)
+	keepDevicePluginDir(t)
 	makeCgroupRoot(t, k.cgroupRoot)
 	k.spawn(t, "kubelet", filepath.Join(bin, "kubelet"), "--config", kubeletConf,
 		"--kubeconfig", pki.kubeconfig(t, "system:node:"+k.name, server), "--root-dir", filepath.Join(dir, "kubelet"),
@@ -405,6 +406,28 @@ func (k *kubeNode) saveSysctls(t *testing.T) {
 	t.Cleanup(func() {
 		for s, v := range saved {
 			_ = os.WriteFile("/proc/sys/"+s, v, 0o644)
+		}
+	})
+}
+
+// keepDevicePluginDir removes, after the test, what the kubelet makes in its
+// device-plugin directory, which is /var/lib/kubelet/device-plugins whatever its root
+// (the plugins' API fixes it). A machine with a kubelet of its own is not a test node.
+func keepDevicePluginDir(t *testing.T) {
+	const dir = "/var/lib/kubelet/device-plugins"
+	if _, err := os.Stat(filepath.Join(dir, "kubelet.sock")); err == nil {
+		t.Skipf("%s/kubelet.sock exists: a kubelet runs on this machine (or a test before this one left it)", dir)
+	}
+	var made []string
+	for d := dir; d != "/var/lib"; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err != nil {
+			made = append(made, d)
+		}
+	}
+	t.Cleanup(func() {
+		_ = os.Remove(filepath.Join(dir, "kubelet.sock"))
+		for _, d := range made {
+			_ = os.Remove(d)
 		}
 	})
 }
@@ -462,10 +485,15 @@ func makeCgroupRoot(t *testing.T, path string) {
 		dir := filepath.Join(h, path)
 		require.NoError(t, os.MkdirAll(dir, 0o755))
 		if filepath.Base(h) == "cpuset" {
-			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-				v, err := os.ReadFile(filepath.Join(h, f))
-				require.NoError(t, err)
-				require.NoError(t, os.WriteFile(filepath.Join(dir, f), v, 0o644))
+			// Each level from the top: a cpuset takes CPUs only from its parent's.
+			parts := strings.Split(strings.Trim(path, "/"), "/")
+			for i := range parts {
+				level := filepath.Join(append([]string{h}, parts[:i+1]...)...)
+				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+					v, err := os.ReadFile(filepath.Join(h, f))
+					require.NoError(t, err)
+					require.NoError(t, os.WriteFile(filepath.Join(level, f), v, 0o644))
+				}
 			}
 		}
 	}

@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +92,42 @@ func TestStatsAndResourceUpdates(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "134217728", e.cgroupFile(t, id, "memory", "memory.limit_in_bytes"), "the new limit is in the cgroup")
 	assert.Equal(t, int64(128<<20), sresp.Status.Resources.Linux.MemoryLimitInBytes, "and in the status")
+}
+
+// TestPodStatsComeFromThePodsCgroup: a kubelet pod's stats are its pod cgroup's (the
+// cgroup_parent the kubelet made and limited), so the pod's available memory is there
+// as the node e2e Summary API spec wants it; they used to be the sum of its containers',
+// without a limit.
+func TestPodStatsComeFromThePodsCgroup(t *testing.T) {
+	parent := fmt.Sprintf("/enroot-cri-test-%d/pod-stats", os.Getpid())
+	t.Cleanup(func() { removeCgroupTree(path.Dir(parent)) })
+	makeCgroupRoot(t, parent)
+	const podLimit = 512 << 20
+	require.NoError(t, os.WriteFile(filepath.Join("/sys/fs/cgroup/memory", parent, "memory.limit_in_bytes"), []byte(strconv.Itoa(podLimit)), 0o644))
+	e := newPodEnv(t)
+	ctx := context.Background()
+	cfg := e.podConfig("podcg", func(c *runtimeapi.PodSandboxConfig) { c.Linux.CgroupParent = parent })
+	pod := e.runPod(t, cfg)
+	id := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
+		Command: []string{"/bin/sh", "-c", "while true; do :; done"},
+		Linux:   &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 256 << 20}},
+	})
+	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	require.NoError(t, err)
+	var mem *runtimeapi.MemoryUsage
+	require.Eventually(t, func() bool {
+		ps, err := e.runtime.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: pod})
+		if err != nil || ps.Stats.Linux.Cpu.UsageNanoCores.GetValue() == 0 {
+			return false
+		}
+		mem = ps.Stats.Linux.Memory
+		return true
+	}, 20*time.Second, 200*time.Millisecond, "a CPU rate for the pod")
+	require.NotNil(t, mem.AvailableBytes, "the pod's cgroup has a limit")
+	assert.Greater(t, mem.AvailableBytes.Value, uint64(256<<20), "the pod's limit, not the container's")
+	assert.LessOrEqual(t, mem.AvailableBytes.Value+mem.WorkingSetBytes.Value, uint64(podLimit))
+	assert.Positive(t, mem.WorkingSetBytes.Value)
 }
 
 func TestContainerEvents(t *testing.T) {

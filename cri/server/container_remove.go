@@ -68,6 +68,7 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	}
 	s.exits.Remove(id)
 	s.polled.Delete(id)
+	s.cpu.forget(id)
 	s.lostMonitors.Delete(id)
 	if err := s.engine.Forget(id); err != nil {
 		logging.From(ctx).Warn("remove the monitor's log", "container_id", id, "error", err)

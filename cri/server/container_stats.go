@@ -40,6 +40,13 @@ func (c *cpuSamples) rate(id string, at time.Time, usage uint64) uint64 {
 	return uint64(float64(usage-prev.usage) / at.Sub(prev.at).Seconds())
 }
 
+// forget drops the reading of a container or pod that is gone.
+func (c *cpuSamples) forget(id string) {
+	c.mu.Lock()
+	delete(c.last, id)
+	c.mu.Unlock()
+}
+
 // ContainerStats reports one container's CPU, memory and writable layer use.
 func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
 	c, err := s.recs.container(req.GetContainerId())

@@ -40,5 +40,6 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 		return nil, err
 	}
 	s.recs.locks.Delete(pod.ID)
+	s.cpu.forget(pod.ID)
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,11 @@ func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
 		}
 		nanoCores += st.GetCpu().GetUsageNanoCores().GetValue()
 	}
+	// The kubelet's pod cgroup, where it has one, holds the pod's limit (the pod's
+	// available memory) and what its exited containers used, as containerd reports.
+	if u, ok := s.podCgroupStats(pod); ok {
+		sum, nanoCores = u, s.cpu.rate(pod.ID, now, u.CPUUsageNs)
+	}
 	linux.Cpu, linux.Memory = cpuMemory(now, sum, nanoCores)
 	linux.Process = &runtimeapi.ProcessUsage{Timestamp: now.UnixNano(), ProcessCount: &runtimeapi.UInt64Value{Value: sum.Pids}}
 	if pod.Sandbox.NetNS != "" && pod.State == podReady {
@@ -88,6 +94,25 @@ func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
 			Labels: pod.config.GetLabels(), Annotations: pod.config.GetAnnotations()},
 		Linux: linux,
 	}, nil
+}
+
+// podCgroupStats reads the pod's own cgroup: the cgroup_parent its containers' cgroups
+// sit in. A pod without one shares the default parent with every other pod.
+func (s *Server) podCgroupStats(pod *podRecord) (cgroups.Stats, bool) {
+	parent := pod.config.GetLinux().GetCgroupParent()
+	if parent == "" {
+		return cgroups.Stats{}, false
+	}
+	child, err := cgroups.ContainerPath(s.driver, parent, pod.ID)
+	if err != nil {
+		return cgroups.Stats{}, false
+	}
+	cg, err := cgroups.Load(path.Dir(child))
+	if err != nil {
+		return cgroups.Stats{}, false
+	}
+	u, err := cg.Stats()
+	return u, err == nil
 }
 
 // netCounters are one interface's /proc/net/dev counters: receive bytes, packets,
