@@ -41,8 +41,12 @@ func nodeE2EImages(work, dir, web, nnp string) ([]image, error) {
 	if err != nil {
 		return nil, err
 	}
-	// agnhost's image: its user and group, bash, curl and nmeter, the porter
-	// certificates, /agnhost-2.
+	nc, err := buildStatic(work, "nc")
+	if err != nil {
+		return nil, err
+	}
+	// agnhost's image: its user and group, bash, curl, nmeter and a netcat with UDP,
+	// the porter certificates, /agnhost-2.
 	passwd := testregistry.DefaultPasswd + "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n"
 	group := testregistry.DefaultGroup + "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"
 	agnBase, err := testregistry.RootfsEntries([]string{"/bin/bash", "/usr/bin/curl"}, passwd, group)
@@ -64,7 +68,8 @@ func nodeE2EImages(work, dir, web, nnp string) ([]image, error) {
 	nginx := []testregistry.Entry{{Name: "usr/sbin/nginx", Body: web, Mode: 0o755}}
 	return []image{
 		{names: []string{e2e + "agnhost:2.66.1", e2e + "agnhost:2.55"}, marker: "agnhost", base: agnBase,
-			entrypoint: []string{"/agnhost"}, cmd: []string{"pause"}},
+			entrypoint: []string{"/agnhost"}, cmd: []string{"pause"},
+			extra: []testregistry.Entry{{Name: "bin/nc", Body: nc, Mode: 0o755}}}, // busybox's nc with -u
 		{names: []string{e2e + "busybox:1.37.0-2"}, marker: "busybox", cmd: []string{"sh"},
 			extra: []testregistry.Entry{{Name: "bin/nmeter", Body: nmeter, Mode: 0o755}}},
 		{names: []string{e2e + "nginx:1.27.0-2", e2e + "nginx:1.28.0-2"}, marker: "nginx",
