@@ -98,6 +98,10 @@ func TestCgroupV2SlurmLimits(t *testing.T) {
 	st, err := c.Stats()
 	require.NoError(t, err)
 	assert.Equal(t, uint64(251658240), st.MemoryLimit)
+	// The kubelet (KubeletPSI) reports each cgroup's pressure from these.
+	for name, p := range map[string]*Pressure{"cpu": st.CPUPressure, "memory": st.MemoryPressure, "io": st.IOPressure} {
+		assert.NotNil(t, p, "%s.pressure", name)
+	}
 }
 
 func TestCgroupV2DeviceFilter(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
+	stats2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -33,6 +34,35 @@ type Stats struct {
 	MemoryFailcnt            uint64
 	MemoryKernel             uint64
 	PidsLimit                uint64
+
+	// Pressure stall information, on cgroup v2 (nil on v1, which has none per cgroup).
+	CPUPressure, MemoryPressure, IOPressure *Pressure
+}
+
+// Pressure is one resource's pressure stall information: the share of time some or all
+// of the cgroup's tasks waited for it.
+type Pressure struct {
+	Some, Full PressureFigures
+}
+
+// PressureFigures are one line of a *.pressure file: averages in percent over 10, 60 and
+// 300 seconds, and the total stall time.
+type PressureFigures struct {
+	Avg10, Avg60, Avg300 float64
+	TotalNs              uint64
+}
+
+func pressure(p *stats2.PSIStats) *Pressure {
+	if p == nil {
+		return nil
+	}
+	figures := func(d *stats2.PSIData) PressureFigures {
+		if d == nil {
+			return PressureFigures{}
+		}
+		return PressureFigures{Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300, TotalNs: d.Total * 1000} // total is in µs
+	}
+	return &Pressure{Some: figures(p.Some), Full: figures(p.Full)}
 }
 
 // Stats reads the cgroup's usage.
@@ -47,6 +77,10 @@ func (c *Cgroup) Stats() (Stats, error) {
 			st.CPUUsageNs = c.UsageUsec * 1000
 			st.CPUUserNs, st.CPUSystemNs = c.UserUsec*1000, c.SystemUsec*1000
 			st.CFSPeriods, st.CFSThrottled, st.CFSThrottledNs = c.NrPeriods, c.NrThrottled, c.ThrottledUsec*1000
+			st.CPUPressure = pressure(c.PSI)
+		}
+		if m.Io != nil {
+			st.IOPressure = pressure(m.Io.PSI)
 		}
 		if mem := m.Memory; mem != nil {
 			st.MemoryUsage, st.MemoryRSS, st.MemoryLimit = mem.Usage, mem.Anon, mem.UsageLimit
@@ -54,6 +88,7 @@ func (c *Cgroup) Stats() (Stats, error) {
 			st.PageFaults, st.MajorPageFaults = mem.Pgfault, mem.Pgmajfault
 			st.MemoryCache, st.MemoryMappedFile, st.MemorySwap = mem.File, mem.FileMapped, mem.SwapUsage
 			st.MemoryMaxUsage, st.MemoryKernel = mem.MaxUsage, mem.KernelStack+mem.Slab
+			st.MemoryPressure = pressure(mem.PSI)
 		}
 		if m.MemoryEvents != nil {
 			st.MemoryFailcnt = m.MemoryEvents.Max

@@ -93,6 +93,7 @@ func (s *Server) containerStats(c *containerRecord) (*runtimeapi.ContainerStats,
 			return nil, err
 		}
 		st.Cpu, st.Memory = cpuMemory(now, u, s.cpu.rate(c.ID, now, u.CPUUsageNs))
+		st.Io = ioUsage(now, u)
 	}
 	dir, u, err := s.engine.LayerUsage(c.ID)
 	if err != nil {
@@ -119,5 +120,24 @@ func cpuMemory(now time.Time, u cgroups.Stats, nanoCores uint64) (*runtimeapi.Cp
 	if u.MemoryLimit > 0 && u.MemoryLimit < 1<<62 && u.MemoryLimit > u.MemoryWorkingSet {
 		mem.AvailableBytes = &runtimeapi.UInt64Value{Value: u.MemoryLimit - u.MemoryWorkingSet}
 	}
+	cpu.Psi, mem.Psi = psi(u.CPUPressure), psi(u.MemoryPressure)
 	return cpu, mem
+}
+
+// ioUsage is the cgroup's I/O pressure, where the kernel keeps it (cgroup v2).
+func ioUsage(now time.Time, u cgroups.Stats) *runtimeapi.IoUsage {
+	if u.IOPressure == nil {
+		return nil
+	}
+	return &runtimeapi.IoUsage{Timestamp: now.UnixNano(), Psi: psi(u.IOPressure)}
+}
+
+func psi(p *cgroups.Pressure) *runtimeapi.PsiStats {
+	if p == nil {
+		return nil
+	}
+	data := func(f cgroups.PressureFigures) *runtimeapi.PsiData {
+		return &runtimeapi.PsiData{Total: f.TotalNs, Avg10: f.Avg10, Avg60: f.Avg60, Avg300: f.Avg300}
+	}
+	return &runtimeapi.PsiStats{Some: data(p.Some), Full: data(p.Full)}
 }

@@ -81,6 +81,7 @@ func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
 		sum, nanoCores = u, s.cpu.rate(pod.ID, now, u.CPUUsageNs)
 	}
 	linux.Cpu, linux.Memory = cpuMemory(now, sum, nanoCores)
+	linux.Io = ioUsage(now, sum)
 	linux.Process = &runtimeapi.ProcessUsage{Timestamp: now.UnixNano(), ProcessCount: &runtimeapi.UInt64Value{Value: sum.Pids}}
 	if pod.Sandbox.NetNS != "" && pod.State == podReady {
 		net, err := networkStats(pod.Sandbox.NetNS, now)
