@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	stats1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -111,4 +112,16 @@ func TestDeleteOfACgroupSomeoneElseRemoved(t *testing.T) {
 func cgroupDirs(path string) []string {
 	dirs, _ := filepath.Glob(filepath.Join(Root, "*", path))
 	return dirs
+}
+
+func TestV1BlockIOAddsUpByDevice(t *testing.T) {
+	bytes := []*stats1.BlkIOEntry{{Op: "Read", Major: 8, Minor: 0, Value: 100}, {Op: "Write", Major: 8, Minor: 0, Value: 200},
+		{Op: "Total", Major: 8, Minor: 0, Value: 300}, {Op: "Write", Major: 254, Minor: 1, Value: 5}}
+	ops := []*stats1.BlkIOEntry{{Op: "Read", Major: 8, Minor: 0, Value: 1}, {Op: "Write", Major: 8, Minor: 0, Value: 2},
+		{Op: "Sync", Major: 8, Minor: 0, Value: 3}}
+	assert.Equal(t, []BlockIO{
+		{Major: 8, Minor: 0, ReadBytes: 100, WriteBytes: 200, Reads: 1, Writes: 2},
+		{Major: 254, Minor: 1, WriteBytes: 5},
+	}, v1BlockIO(bytes, ops))
+	assert.Empty(t, v1BlockIO(nil, nil))
 }

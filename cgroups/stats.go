@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
+	stats1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	stats2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -35,8 +36,52 @@ type Stats struct {
 	MemoryKernel             uint64
 	PidsLimit                uint64
 
+	// MemoryHighEvents counts the times usage went over memory.high (cgroup v2; v1 has
+	// no such boundary). MemoryFailcnt is the same for the hard limit.
+	MemoryHighEvents uint64
+	// BlockIO is the cgroup's I/O per block device it touched.
+	BlockIO []BlockIO
+
 	// Pressure stall information, on cgroup v2 (nil on v1, which has none per cgroup).
 	CPUPressure, MemoryPressure, IOPressure *Pressure
+}
+
+// BlockIO is one block device's I/O by a cgroup.
+type BlockIO struct {
+	Major, Minor          uint64
+	ReadBytes, WriteBytes uint64
+	Reads, Writes         uint64
+}
+
+// v1BlockIO adds up cgroup v1's per-operation entries by device.
+func v1BlockIO(bytes, ops []*stats1.BlkIOEntry) []BlockIO {
+	var out []BlockIO
+	at := func(major, minor uint64) *BlockIO {
+		for i := range out {
+			if out[i].Major == major && out[i].Minor == minor {
+				return &out[i]
+			}
+		}
+		out = append(out, BlockIO{Major: major, Minor: minor})
+		return &out[len(out)-1]
+	}
+	for _, e := range bytes {
+		switch e.Op {
+		case "Read":
+			at(e.Major, e.Minor).ReadBytes += e.Value
+		case "Write":
+			at(e.Major, e.Minor).WriteBytes += e.Value
+		}
+	}
+	for _, e := range ops {
+		switch e.Op {
+		case "Read":
+			at(e.Major, e.Minor).Reads += e.Value
+		case "Write":
+			at(e.Major, e.Minor).Writes += e.Value
+		}
+	}
+	return out
 }
 
 // Pressure is one resource's pressure stall information: the share of time some or all
@@ -81,6 +126,10 @@ func (c *Cgroup) Stats() (Stats, error) {
 		}
 		if m.Io != nil {
 			st.IOPressure = pressure(m.Io.PSI)
+			for _, e := range m.Io.Usage {
+				st.BlockIO = append(st.BlockIO, BlockIO{Major: e.Major, Minor: e.Minor,
+					ReadBytes: e.Rbytes, WriteBytes: e.Wbytes, Reads: e.Rios, Writes: e.Wios})
+			}
 		}
 		if mem := m.Memory; mem != nil {
 			st.MemoryUsage, st.MemoryRSS, st.MemoryLimit = mem.Usage, mem.Anon, mem.UsageLimit
@@ -91,7 +140,7 @@ func (c *Cgroup) Stats() (Stats, error) {
 			st.MemoryPressure = pressure(mem.PSI)
 		}
 		if m.MemoryEvents != nil {
-			st.MemoryFailcnt = m.MemoryEvents.Max
+			st.MemoryFailcnt, st.MemoryHighEvents = m.MemoryEvents.Max, m.MemoryEvents.High
 		}
 		if m.Pids != nil {
 			st.Pids, st.PidsLimit = m.Pids.Current, m.Pids.Limit
@@ -126,6 +175,9 @@ func (c *Cgroup) Stats() (Stats, error) {
 	}
 	if m.Pids != nil {
 		st.Pids, st.PidsLimit = m.Pids.Current, m.Pids.Limit
+	}
+	if b := m.Blkio; b != nil {
+		st.BlockIO = v1BlockIO(b.IoServiceBytesRecursive, b.IoServicedRecursive)
 	}
 	return st, nil
 }

@@ -2,16 +2,16 @@ package server
 
 import (
 	"context"
-	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/internal/hostdev"
+	"github.com/enroot-cri/enroot-cri/internal/procs"
 )
 
 // The CRI metrics carry cAdvisor's names, so that a kubelet that takes its container
@@ -55,6 +55,8 @@ func init() {
 		{"container_memory_max_usage_bytes", "Maximum memory usage recorded, in bytes.", gauge, baseLabels},
 		{"container_memory_kernel_usage", "Kernel memory usage, in bytes.", gauge, baseLabels},
 		{"container_memory_failcnt", "Times the memory limit was hit.", counter, baseLabels},
+		{"container_memory_events_max_total", "Times usage was about to go over the memory limit.", counter, baseLabels},
+		{"container_memory_events_high_total", "Times usage went over memory.high (cgroup v2; 0 on v1, which has none).", counter, baseLabels},
 		{"container_memory_failures_total", "Page faults, by type (pgfault, pgmajfault) and scope (container, hierarchy).", counter, failureLabels},
 		{"container_oom_events_total", "Processes the OOM killer ended in the container.", counter, baseLabels},
 		{"container_spec_cpu_period", "CPU CFS period of the container, in microseconds.", gauge, baseLabels},
@@ -72,14 +74,14 @@ func init() {
 		{"container_sockets", "Open sockets of the container's processes.", gauge, baseLabels},
 		{"container_fs_usage_bytes", "Bytes the container's writable layer uses.", gauge, deviceLabels},
 		{"container_fs_limit_bytes", "Size of the filesystem of the writable layer, in bytes.", gauge, deviceLabels},
-		{"container_fs_inodes_total", "Inodes of the filesystem of the writable layer.", gauge, deviceLabels},
-		{"container_fs_inodes_free", "Free inodes of the filesystem of the writable layer.", gauge, deviceLabels},
-		{"container_fs_reads_bytes_total", "Bytes read (no per-device accounting here).", counter, deviceLabels},
-		{"container_fs_reads_total", "Reads completed (no per-device accounting here).", counter, deviceLabels},
-		{"container_fs_writes_bytes_total", "Bytes written (no per-device accounting here).", counter, deviceLabels},
-		{"container_fs_writes_total", "Writes completed (no per-device accounting here).", counter, deviceLabels},
-		{"container_blkio_device_usage_total", "Block I/O bytes by device (no per-device accounting here).", counter,
+		{"container_fs_reads_bytes_total", "Bytes read from a block device.", counter, deviceLabels},
+		{"container_fs_reads_total", "Reads from a block device completed.", counter, deviceLabels},
+		{"container_fs_writes_bytes_total", "Bytes written to a block device.", counter, deviceLabels},
+		{"container_fs_writes_total", "Writes to a block device completed.", counter, deviceLabels},
+		{"container_blkio_device_usage_total", "Block I/O bytes by device and operation.", counter,
 			append(append([]string{}, deviceLabels...), "major", "minor", "operation")},
+		{"container_ulimits_soft", "Soft resource limits of the container's first process.", gauge,
+			append(append([]string{}, baseLabels...), "ulimit")},
 		{"container_network_receive_bytes_total", "Bytes received.", counter, networkLabels},
 		{"container_network_receive_packets_total", "Packets received.", counter, networkLabels},
 		{"container_network_receive_errors_total", "Receive errors.", counter, networkLabels},
@@ -149,6 +151,7 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 	}
 	const ns = uint64(time.Second)
 	var pids []int
+	var io []cgroups.BlockIO
 	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
 		if u, err := cg.Stats(); err == nil {
 			add("container_cpu_usage_seconds_total", u.CPUUsageNs/ns)
@@ -166,9 +169,12 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 			add("container_memory_max_usage_bytes", u.MemoryMaxUsage)
 			add("container_memory_kernel_usage", u.MemoryKernel)
 			add("container_memory_failcnt", u.MemoryFailcnt)
+			add("container_memory_events_max_total", u.MemoryFailcnt)
+			add("container_memory_events_high_total", u.MemoryHighEvents)
 			add("container_memory_failures_total", u.PageFaults-min(u.PageFaults, u.MajorPageFaults), "pgfault", "container")
 			add("container_memory_failures_total", u.MajorPageFaults, "pgmajfault", "container")
 			add("container_threads_max", u.PidsLimit)
+			io = u.BlockIO
 		}
 		add("container_oom_events_total", uint64(cg.OOMKills()))
 		pids, _ = cg.Pids()
@@ -182,41 +188,48 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 	add("container_spec_memory_swap_limit_bytes", uint64(max(r.GetMemorySwapLimitInBytes(), 0)))
 	add("container_start_time_seconds", uint64(max(c.StartedAt.Unix(), 0)))
 	add("container_last_seen", uint64(now.Unix()))
-	threads, fds, sockets := procCounts(pids)
+	threads, fds, sockets := procs.Counts(pids)
 	add("container_processes", uint64(len(pids)))
 	add("container_threads", threads)
 	add("container_file_descriptors", fds)
 	add("container_sockets", sockets)
+	if first := s.engine.State(c.ID).InitPid; first > 0 && slices.Contains(pids, first) {
+		if v, ok := procs.SoftLimit(first, "Max open files"); ok {
+			add("container_ulimits_soft", v, "max_open_files")
+		}
+	}
 	if dir, u, err := s.engine.LayerUsage(c.ID); err == nil {
 		var fs unix.Statfs_t
 		if unix.Statfs(dir, &fs) == nil {
-			dev := dir
-			add("container_fs_usage_bytes", u.Bytes, dev)
-			add("container_fs_limit_bytes", fs.Blocks*uint64(fs.Bsize), dev)
-			add("container_fs_inodes_total", fs.Files, dev)
-			add("container_fs_inodes_free", fs.Ffree, dev)
+			add("container_fs_usage_bytes", u.Bytes, dir)
+			add("container_fs_limit_bytes", fs.Blocks*uint64(fs.Bsize), dir)
 		}
+		// The writable layer's device is always listed, with what the container did
+		// on it (nothing yet, when the accounting has no entry for it).
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) == nil {
+			io = withDevice(io, uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)))
+		}
+	}
+	for _, d := range io {
+		dev := hostdev.BlockName(d.Major, d.Minor)
+		major, minor := strconv.FormatUint(d.Major, 10), strconv.FormatUint(d.Minor, 10)
+		add("container_fs_reads_bytes_total", d.ReadBytes, dev)
+		add("container_fs_reads_total", d.Reads, dev)
+		add("container_fs_writes_bytes_total", d.WriteBytes, dev)
+		add("container_fs_writes_total", d.Writes, dev)
+		add("container_blkio_device_usage_total", d.ReadBytes, dev, major, minor, "Read")
+		add("container_blkio_device_usage_total", d.WriteBytes, dev, major, minor, "Write")
 	}
 	return cm
 }
 
-// procCounts adds up the threads, open file descriptors and sockets of pids.
-func procCounts(pids []int) (threads, fds, sockets uint64) {
-	for _, pid := range pids {
-		p := filepath.Join("/proc", strconv.Itoa(pid))
-		if entries, err := os.ReadDir(filepath.Join(p, "task")); err == nil {
-			threads += uint64(len(entries))
-		}
-		entries, err := os.ReadDir(filepath.Join(p, "fd"))
-		if err != nil {
-			continue
-		}
-		fds += uint64(len(entries))
-		for _, e := range entries {
-			if target, err := os.Readlink(filepath.Join(p, "fd", e.Name())); err == nil && strings.HasPrefix(target, "socket:") {
-				sockets++
-			}
+// withDevice adds a device without I/O to io unless it is there.
+func withDevice(io []cgroups.BlockIO, major, minor uint64) []cgroups.BlockIO {
+	for _, d := range io {
+		if d.Major == major && d.Minor == minor {
+			return io
 		}
 	}
-	return threads, fds, sockets
+	return append(io, cgroups.BlockIO{Major: major, Minor: minor})
 }

@@ -4,6 +4,8 @@ package hostdev
 import (
 	"errors"
 	"os"
+	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -29,4 +31,21 @@ func Stat(path string) (specs.LinuxDevice, error) {
 	}
 	mode := os.FileMode(st.Mode & 0o777)
 	return specs.LinuxDevice{Path: path, Type: typ, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)), FileMode: &mode}, nil
+}
+
+// BlockName is the /dev name of a block device by its numbers, as sysfs gives it
+// ("/dev/vda"), or "MAJOR:MINOR" when sysfs does not know it (an overlay's anonymous
+// device).
+func BlockName(major, minor uint64) string {
+	id := strconv.FormatUint(major, 10) + ":" + strconv.FormatUint(minor, 10)
+	data, err := os.ReadFile("/sys/dev/block/" + id + "/uevent")
+	if err != nil {
+		return id
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(line, "DEVNAME="); ok && name != "" {
+			return "/dev/" + name
+		}
+	}
+	return id
 }
