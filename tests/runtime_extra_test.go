@@ -252,7 +252,7 @@ func TestCRIMetrics(t *testing.T) {
 		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: e.image},
 		Command: []string{"/bin/sh", "-c", "dd if=/dev/zero of=/tmp/blob bs=1M count=4 conv=fsync 2>/dev/null; sleep 100"},
 		Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
-			MemoryLimitInBytes: 64 << 20, CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512}},
+			MemoryLimitInBytes: 80e6, CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512}},
 	})
 	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 	require.NoError(t, err)
@@ -290,7 +290,8 @@ func TestCRIMetrics(t *testing.T) {
 	v := func(name string) uint64 { require.Contains(t, values, name); return values[name].Value.Value }
 	assert.Equal(t, uint64(100000), v("container_spec_cpu_period"))
 	assert.Equal(t, uint64(50000), v("container_spec_cpu_quota"))
-	assert.Equal(t, uint64(64<<20), v("container_spec_memory_limit_bytes"))
+	page := uint64(os.Getpagesize())
+	assert.Equal(t, 80e6/page*page, v("container_spec_memory_limit_bytes"), "the cgroup's limit, page-aligned as the kernel keeps it")
 	assert.Positive(t, v("container_memory_usage_bytes"))
 	assert.GreaterOrEqual(t, v("container_processes"), uint64(1))
 	assert.GreaterOrEqual(t, v("container_threads"), uint64(1))

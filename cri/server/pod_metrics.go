@@ -62,7 +62,7 @@ func init() {
 		{"container_spec_cpu_period", "CPU CFS period of the container, in microseconds.", gauge, baseLabels},
 		{"container_spec_cpu_quota", "CPU CFS quota of the container, in microseconds.", gauge, baseLabels},
 		{"container_spec_cpu_shares", "CPU shares of the container.", gauge, baseLabels},
-		{"container_spec_memory_limit_bytes", "Memory limit of the container, in bytes.", gauge, baseLabels},
+		{"container_spec_memory_limit_bytes", "Memory limit of the container's cgroup, in bytes (0: none).", gauge, baseLabels},
 		{"container_spec_memory_reservation_limit_bytes", "Memory soft limit of the container, in bytes.", gauge, baseLabels},
 		{"container_spec_memory_swap_limit_bytes", "Memory plus swap limit of the container, in bytes.", gauge, baseLabels},
 		{"container_start_time_seconds", "Start time of the container since the Unix epoch, in seconds.", gauge, baseLabels},
@@ -152,6 +152,10 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 	const ns = uint64(time.Second)
 	var pids []int
 	var io []cgroups.BlockIO
+	r := c.config.GetLinux().GetResources()
+	// The limit the kernel holds (page-aligned; cgroup.conf may have changed it), as
+	// cAdvisor reports it; 0 when there is none.
+	memLimit := uint64(max(r.GetMemoryLimitInBytes(), 0))
 	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
 		if u, err := cg.Stats(); err == nil {
 			add("container_cpu_usage_seconds_total", u.CPUUsageNs/ns)
@@ -175,15 +179,18 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 			add("container_memory_failures_total", u.MajorPageFaults, "pgmajfault", "container")
 			add("container_threads_max", u.PidsLimit)
 			io = u.BlockIO
+			memLimit = u.MemoryLimit
+			if memLimit >= 1<<62 {
+				memLimit = 0
+			}
 		}
 		add("container_oom_events_total", uint64(cg.OOMKills()))
 		pids, _ = cg.Pids()
 	}
-	r := c.config.GetLinux().GetResources()
 	add("container_spec_cpu_period", uint64(max(r.GetCpuPeriod(), 0)))
 	add("container_spec_cpu_quota", uint64(max(r.GetCpuQuota(), 0)))
 	add("container_spec_cpu_shares", uint64(max(r.GetCpuShares(), 0)))
-	add("container_spec_memory_limit_bytes", uint64(max(r.GetMemoryLimitInBytes(), 0)))
+	add("container_spec_memory_limit_bytes", memLimit)
 	add("container_spec_memory_reservation_limit_bytes", 0)
 	add("container_spec_memory_swap_limit_bytes", uint64(max(r.GetMemorySwapLimitInBytes(), 0)))
 	add("container_start_time_seconds", uint64(max(c.StartedAt.Unix(), 0)))
