@@ -1,6 +1,8 @@
 // Package mig knows a node's NVIDIA GPUs and MIG slices, which of them a container or
 // a Slurm job holds, and what binding one to a container takes: device nodes,
-// capability nodes, cgroup device rules and environment.
+// capability nodes, cgroup device rules and environment. Its ledger also holds the
+// CPUs Slurm jobs have (pods keep off them), and JobHooks is the Slurm prolog and
+// epilog that claim and release a job's share (`enroot-cri slurm prolog|epilog`).
 //
 // The inventory comes from NVML (package mig/nvmlinv, which needs cgo; the daemon runs
 // it out of process through `enroot-cri-nvml`). The ledger is one file per node,

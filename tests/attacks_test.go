@@ -503,7 +503,7 @@ func attackInheritedFds(t *testing.T, a *arena) {
 		id := a.create(t, pod, cfg, c)
 		_, err := a.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
 		require.NoError(t, err)
-		require.Eventually(t, func() bool { return strings.Contains(a.logText(t, id), "fds listed") }, 10*time.Second, 50*time.Millisecond)
+		poll(t, func() bool { return strings.Contains(a.logText(t, id), "fds listed") }, 10*time.Second, 50*time.Millisecond)
 		assert.NotContains(t, a.logText(t, id), "INHERITED", handler)
 		resp, err := a.runtime.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/bin/attacker", "fds"}})
 		require.NoError(t, err)
@@ -741,6 +741,6 @@ func attackImageSocket(t *testing.T, a *arena) {
 	for _, c := range idle {
 		c.Close()
 	}
-	require.Eventually(t, func() bool { return daemonFds() <= before }, 10*time.Second, 100*time.Millisecond,
+	poll(t, func() bool { return daemonFds() <= before }, 10*time.Second, 100*time.Millisecond,
 		"the daemon keeps descriptors of the requests: %d, was %d", daemonFds(), before)
 }

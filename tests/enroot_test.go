@@ -76,7 +76,7 @@ test -f "$ENROOT_ROOTFS/site-data/shared.txt" # mounts.d of pass -1 come before 
 	_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
 	require.NoError(t, err)
 	var log string
-	require.Eventually(t, func() bool { log = e.logText(t, id); return strings.Contains(log, "from a hook mount") }, 13*time.Second, 50*time.Millisecond)
+	poll(t, func() bool { log = e.logText(t, id); return strings.Contains(log, "from a hook mount") }, 13*time.Second, 50*time.Millisecond)
 	for _, want := range []string{"SITE_ENV=from-environ-d", "HOOK_ENV=from-hook-testsite-", "OVERRIDDEN=by-cri",
 		"RC_LOCAL=sourced", "site data"} {
 		assert.Contains(t, log, want)

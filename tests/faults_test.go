@@ -81,7 +81,7 @@ func TestALostMonitorIsFoundThroughItsCgroup(t *testing.T) {
 
 	infos := map[string]containerInfo{}
 	for _, id := range []string{stopped, removed} {
-		require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "up") }, 30*time.Second, 20*time.Millisecond)
+		poll(t, func() bool { return strings.Contains(e.logText(t, id), "up") }, 30*time.Second, 20*time.Millisecond)
 		info := e.info(t, id)
 		require.NotZero(t, info.Pid)
 		shims := pgrep("enroot-cri(-shim)? shim " + info.Bundle + "$")
@@ -90,7 +90,7 @@ func TestALostMonitorIsFoundThroughItsCgroup(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "enroot-cri-shim", filepath.Base(exe), "the monitor is the small binary beside the daemon's")
 		require.NoError(t, exec.Command("kill", "-9", shims[0]).Run())
-		require.Eventually(t, func() bool { return len(pgrep("enroot-cri(-shim)? shim "+info.Bundle+"$")) == 0 }, 10*time.Second, 10*time.Millisecond)
+		poll(t, func() bool { return len(pgrep("enroot-cri(-shim)? shim "+info.Bundle+"$")) == 0 }, 10*time.Second, 10*time.Millisecond)
 		infos[id] = info
 	}
 	monitorLog := func(id string) string { return filepath.Join(e.dir, "state", "monitors", id+".log") }
@@ -181,7 +181,7 @@ func TestADaemonKilledDuringCreateLeavesNothing(t *testing.T) {
 				Image: &runtimeapi.ImageSpec{Image: e.image}, Command: []string{"true"}}})
 		done <- err
 	}()
-	require.Eventually(t, func() bool { return len(pgrep(hook)) > 0 }, 30*time.Second, 10*time.Millisecond, "the hook runs")
+	poll(t, func() bool { return len(pgrep(hook)) > 0 }, 30*time.Second, 10*time.Millisecond, "the hook runs")
 	after, _ := filepath.Glob("/sys/fs/cgroup/*/enroot-cri/*")
 	var made []string
 	for _, d := range after {

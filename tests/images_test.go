@@ -167,7 +167,7 @@ func TestPullKilledMidwayLeavesNothing(t *testing.T) {
 	go d.images.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	staging := filepath.Join(d.dir, "root", "tmp")
 	blobs := filepath.Join(d.dir, "root", "blobs")
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		partial, _ := filepath.Glob(filepath.Join(blobs, ".tmp-blob-*"))
 		return len(partial) > 0
 	}, 30*time.Second, 20*time.Millisecond, "the download never started")

@@ -95,7 +95,7 @@ func TestKubelet(t *testing.T) {
 	pf := exec.Command(filepath.Join(k.bin, "kubectl"), "--kubeconfig", k.kubeconfig, "port-forward", "pod/web", strconv.Itoa(local)+":8080")
 	require.NoError(t, pf.Start())
 	defer func() { _ = pf.Process.Kill(); _ = pf.Wait() }()
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		body, _, err := getLocal(local)
 		return err == nil && strings.Contains(body, "served")
 	}, 30*time.Second, 200*time.Millisecond, "port-forward")
@@ -141,7 +141,7 @@ func TestKubelet(t *testing.T) {
 
 	// A RuntimeClass whose handler the node lacks: the error a user sees.
 	var events string
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		events = k.kubectl(t, "get", "events", "--field-selector", "involvedObject.name=unknown-handler", "-o", "jsonpath={.items[*].message}")
 		return strings.Contains(events, "not configured")
 	}, 60*time.Second, time.Second, "no event for the unknown handler: %s", events)

@@ -3,12 +3,14 @@ package tests
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
+	"hash/fnv"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +54,7 @@ func newPodEnvSlurm(t *testing.T, extra, cgroupConf string) *podEnv {
 	}
 	reg := startRegistry(t, testregistry.Options{})
 	pushBusybox(t, reg, "test/busybox:1")
-	n := rand.IntN(200) + 20
+	n := testNetwork(t)
 	e := &podEnv{bridge: fmt.Sprintf("ecri%d", n), subnet: fmt.Sprintf("10.231.%d.0/24", n), reg: reg}
 	e.daemon = newDaemon(t, "")
 	e.ipam = filepath.Join(e.dir, "ipam")
@@ -81,6 +83,34 @@ func newPodEnvSlurm(t *testing.T, extra, cgroupConf string) *podEnv {
 	require.NoError(t, err)
 	t.Cleanup(func() { e.removeAllAndCheckLeaks(t) })
 	return e
+}
+
+// networks are the test networks this process holds (a bridge exists only once a pod
+// runs).
+var networks = struct {
+	mu   sync.Mutex
+	used map[int]bool
+}{used: map[int]bool{}}
+
+// testNetwork picks the test's bridge ecriN on 10.231.N.0/24: N from the test's name,
+// the next one while a bridge of that name exists (another test process's). 10.231.250
+// and up are the scripts' (demo, critest, node e2e).
+func testNetwork(t *testing.T) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(t.Name()))
+	start := int(h.Sum32() % 200)
+	networks.mu.Lock()
+	defer networks.mu.Unlock()
+	for i := range 200 {
+		n := 20 + (start+i)%200
+		if _, err := net.InterfaceByName(fmt.Sprintf("ecri%d", n)); err != nil && !networks.used[n] {
+			networks.used[n] = true
+			t.Cleanup(func() { networks.mu.Lock(); delete(networks.used, n); networks.mu.Unlock() })
+			return n
+		}
+	}
+	t.Fatal("no free test bridge name ecri20..ecri219")
+	return 0
 }
 
 func (e *podEnv) podConfig(name string, mutate func(*runtimeapi.PodSandboxConfig)) *runtimeapi.PodSandboxConfig {
@@ -139,11 +169,31 @@ func (e *podEnv) status(t *testing.T, id string) *runtimeapi.ContainerStatus {
 	return resp.Status
 }
 
+// poll calls cond every tick until it is true, and fails the test when waitFor passes
+// first. It runs cond in the test's goroutine, so a require inside cond fails the test
+// at once (require.Eventually runs it in another goroutine, where a failure only
+// shows after the whole wait). msgAndArgs are a format and its arguments.
+func poll(t *testing.T, cond func() bool, waitFor, tick time.Duration, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := "condition not met"
+			if len(msgAndArgs) > 0 {
+				format, _ := msgAndArgs[0].(string)
+				msg = fmt.Sprintf(format, msgAndArgs[1:]...)
+			}
+			t.Fatalf("after %v: %s", waitFor, msg)
+		}
+		time.Sleep(tick)
+	}
+}
+
 // waitExited waits for a container to exit and returns its status.
 func (e *podEnv) waitExited(t *testing.T, id string) *runtimeapi.ContainerStatus {
 	t.Helper()
 	var st *runtimeapi.ContainerStatus
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		st = e.status(t, id)
 		return st.State == runtimeapi.ContainerState_CONTAINER_EXITED
 	}, 60*time.Second, 50*time.Millisecond, "container %s did not exit", id)
@@ -180,12 +230,22 @@ func (e *podEnv) removeAllAndCheckLeaks(t *testing.T) {
 		leftovers, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*/*", id+"*"))
 		assert.Empty(t, leftovers)
 	}
-	cgroupLeft, _ := filepath.Glob("/sys/fs/cgroup/*/enroot-cri")
-	assert.Empty(t, cgroupLeft, "the default cgroup parent is removed when empty")
+	// The default parent goes with its last container; another daemon's containers may
+	// still be in it.
+	var emptyParents []string
+	parents, _ := filepath.Glob("/sys/fs/cgroup/*/enroot-cri")
+	for _, p := range parents {
+		if children, _ := filepath.Glob(filepath.Join(p, "*", "cgroup.procs")); len(children) == 0 {
+			emptyParents = append(emptyParents, p)
+		}
+	}
+	assert.Empty(t, emptyParents, "the default cgroup parent is removed when empty")
 	ips, _ := filepath.Glob(filepath.Join(e.ipam, "enroot-cri-test", "10.*"))
 	assert.Empty(t, ips, "CNI addresses left allocated")
 	if nat, err := exec.Command("iptables", "-t", "nat", "-S").Output(); err == nil {
-		assert.NotContains(t, string(nat), "CNI-DN-", "hostPort rules left behind")
+		for _, id := range ids {
+			assert.NotContains(t, string(nat), id, "hostPort rules of pod %s left behind", id)
+		}
 	}
 	out, _ := exec.Command("pgrep", "-f", "enroot-cri(-shim)? shim "+e.dir).Output()
 	assert.Empty(t, strings.TrimSpace(string(out)), "processes left behind")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -178,7 +177,7 @@ func TestStopContainer(t *testing.T) {
 	handled := e.run(t, pod, cfg, "handled", `trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done`)
 	ignored := e.run(t, pod, cfg, "ignored", `trap '' TERM; echo ready; while true; do sleep 0.1; done`)
 	for _, id := range []string{handled, ignored} {
-		require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "ready") }, 30*time.Second, 20*time.Millisecond)
+		poll(t, func() bool { return strings.Contains(e.logText(t, id), "ready") }, 30*time.Second, 20*time.Millisecond)
 	}
 
 	_, err := e.runtime.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: handled, Timeout: 30})
@@ -255,7 +254,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestHostPortMapping(t *testing.T) {
 	e := newPodEnv(t)
-	hostPort := int32(20000 + rand.IntN(20000))
+	hostPort := int32(freePort(t)) // free on 127.0.0.1 now, so the mapping can have it
 	cfg := e.podConfig("ports", func(c *runtimeapi.PodSandboxConfig) {
 		c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 8080, HostPort: hostPort, HostIp: "127.0.0.1"}}
 	})
@@ -263,7 +262,7 @@ func TestHostPortMapping(t *testing.T) {
 	e.run(t, pod, cfg, "server", `mkdir -p /tmp/www && echo via-host-port > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www`)
 	url := "http://127.0.0.1:" + strconv.Itoa(int(hostPort)) + "/"
 	var body []byte
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		resp, err := http.Get(url)
 		if err != nil {
 			return false

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,7 @@ func TestContainersOutliveADaemonKill(t *testing.T) {
 	require.NoError(t, os.Chmod(signal, 0o777))
 	quitter := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "quitter"}, Image: &runtimeapi.ImageSpec{Image: e.image},
-		Command: []string{"/bin/sh", "-c", `echo waiting; while [ ! -e /signal/go ]; do sleep 0.1; done; exit 7`},
+		Command: []string{"/bin/sh", "-c", `echo waiting; while [ ! -e /signal/go ]; do sleep 0.1; done; echo quitting; exit 7`},
 		Mounts:  []*runtimeapi.Mount{{ContainerPath: "/signal", HostPath: signal, Readonly: true}},
 		LogPath: "quitter.log",
 	})
@@ -32,20 +33,31 @@ func TestContainersOutliveADaemonKill(t *testing.T) {
 	created := e.create(t, pod, cfg, &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "never-started"}, Image: &runtimeapi.ImageSpec{Image: e.image},
 		Command: []string{"true"}})
-	require.Eventually(t, func() bool { return strings.Contains(e.logText(t, quitter), "waiting") }, 30*time.Second, 20*time.Millisecond)
+	poll(t, func() bool { return strings.Contains(e.logText(t, quitter), "waiting") }, 30*time.Second, 20*time.Millisecond)
 	tickerLog := e.status(t, ticker).LogPath
 
+	ticks := func() int {
+		data, err := os.ReadFile(tickerLog)
+		require.NoError(t, err)
+		return strings.Count(string(data), "tick")
+	}
 	e.kill() // kill -9: the shims and containers must not notice
+	atKill := ticks()
 	require.NoError(t, os.WriteFile(filepath.Join(signal, "go"), nil, 0o644))
-	time.Sleep(time.Second)
-	data, err := os.ReadFile(tickerLog)
-	require.NoError(t, err)
-	before := strings.Count(string(data), "tick")
+	// While the daemon is down the ticker goes on logging and the quitter ends.
+	poll(t, func() bool { return ticks() >= atKill+3 }, 30*time.Second, 20*time.Millisecond, "the ticker logs without the daemon")
+	quitterLog := filepath.Join(cfg.LogDirectory, "quitter.log")
+	poll(t, func() bool {
+		data, err := os.ReadFile(quitterLog)
+		require.NoError(t, err)
+		return strings.Contains(string(data), "quitting")
+	}, 30*time.Second, 20*time.Millisecond, "the quitter quits without the daemon")
+	before := ticks()
 
 	e.start(t)
 	st := e.status(t, ticker)
 	assert.Equal(t, runtimeapi.ContainerState_CONTAINER_RUNNING, st.State, "still running after the restart")
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		return strings.Count(e.logText(t, ticker), "tick") > before
 	}, 10*time.Second, 50*time.Millisecond, "still logging after the restart")
 
@@ -64,7 +76,7 @@ func TestAfterARebootEverythingIsExited(t *testing.T) {
 	cfg := e.podConfig("rebooted", nil)
 	pod := e.runPod(t, cfg)
 	running := e.run(t, pod, cfg, "running", `exec sleep 1000`)
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		return e.status(t, running).State == runtimeapi.ContainerState_CONTAINER_RUNNING
 	}, 10*time.Second, 20*time.Millisecond)
 
@@ -86,14 +98,31 @@ func TestAfterARebootEverythingIsExited(t *testing.T) {
 func simulateReboot(t *testing.T, e *podEnv) {
 	t.Helper()
 	_ = exec.Command("pkill", "-9", "-f", "enroot-cri(-shim)? (shim|init) "+e.dir).Run()
-	cgroups, _ := filepath.Glob("/sys/fs/cgroup/freezer/enroot-cri/*/cgroup.procs")
-	for _, procs := range cgroups {
-		data, _ := os.ReadFile(procs)
-		for _, pid := range strings.Fields(string(data)) {
-			_ = exec.Command("kill", "-9", pid).Run()
+	// What is left in this daemon's containers' cgroups, and nothing of any other's.
+	records, _ := filepath.Glob(filepath.Join(e.dir, "*", "records", "containers", "*.json"))
+	var procFiles []string
+	for _, r := range records {
+		var rec struct {
+			CgroupPath string `json:"cgroup_path"`
 		}
+		data, err := os.ReadFile(r)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(data, &rec))
+		require.NotEmpty(t, rec.CgroupPath, r)
+		procFiles = append(procFiles, filepath.Join("/sys/fs/cgroup/freezer", rec.CgroupPath, "cgroup.procs"))
 	}
-	time.Sleep(200 * time.Millisecond)
+	require.NotEmpty(t, procFiles, "the test's container records")
+	poll(t, func() bool {
+		left := 0
+		for _, procs := range procFiles {
+			data, _ := os.ReadFile(procs)
+			for _, pid := range strings.Fields(string(data)) {
+				left++
+				_ = exec.Command("kill", "-9", pid).Run()
+			}
+		}
+		return left == 0
+	}, 10*time.Second, 20*time.Millisecond, "the containers' processes are gone")
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
 	require.NoError(t, err)
 	var mounts []string

@@ -28,12 +28,12 @@ func TestLogRotation(t *testing.T) {
 	pod := e.runPod(t, cfg)
 	id := e.run(t, pod, cfg, "c", `i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05; done`)
 	logPath := e.status(t, id).LogPath
-	require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "line 3") }, 10*time.Second, 20*time.Millisecond)
+	poll(t, func() bool { return strings.Contains(e.logText(t, id), "line 3") }, 10*time.Second, 20*time.Millisecond)
 
 	require.NoError(t, os.Rename(logPath, logPath+".1")) // the kubelet's rotation
 	_, err := e.runtime.ReopenContainerLog(context.Background(), &runtimeapi.ReopenContainerLogRequest{ContainerId: id})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		data, err := os.ReadFile(logPath)
 		return err == nil && strings.Contains(string(data), "stdout F line")
 	}, 10*time.Second, 20*time.Millisecond, "the new file gets the output")
@@ -64,7 +64,7 @@ func TestStatsAndResourceUpdates(t *testing.T) {
 	require.NoError(t, err)
 
 	var st *runtimeapi.ContainerStats
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		resp, err := e.runtime.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 		require.NoError(t, err)
 		st = resp.Stats
@@ -117,7 +117,7 @@ func TestPodStatsComeFromThePodsCgroup(t *testing.T) {
 	_, err := e.runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 	require.NoError(t, err)
 	var mem *runtimeapi.MemoryUsage
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		ps, err := e.runtime.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: pod})
 		if err != nil || ps.Stats.Linux.Cpu.UsageNanoCores.GetValue() == 0 {
 			return false
@@ -265,7 +265,7 @@ func TestCRIMetrics(t *testing.T) {
 	}
 	var values map[string]*runtimeapi.Metric
 	var series []*runtimeapi.Metric
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		resp, err := e.runtime.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
 		require.NoError(t, err)
 		values, series = map[string]*runtimeapi.Metric{}, nil

@@ -15,8 +15,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// procStatus runs a container with sc and returns its CapEff, NoNewPrivs and Seccomp
-// lines and the output of script after them.
+// runWith runs a container with sc (as root unless sc names a user) that runs script,
+// waits for it to end and returns its output and exit code.
 func (e *podEnv) runWith(t *testing.T, pod string, podCfg *runtimeapi.PodSandboxConfig, name string,
 	sc *runtimeapi.LinuxContainerSecurityContext, script string) (string, int32) {
 	t.Helper()

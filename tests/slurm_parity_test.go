@@ -247,7 +247,7 @@ func startSlurm(t *testing.T, extraConf, gresConf string) *slurmCluster {
 		"--seed-file="+filepath.Join(dir, "munge", "munged.seed"))
 	require.NoError(t, munged.Start())
 	daemons = append(daemons, munged)
-	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 10*time.Second, 50*time.Millisecond, "munged socket")
+	poll(t, func() bool { _, err := os.Stat(sock); return err == nil }, 10*time.Second, 50*time.Millisecond, "munged socket")
 
 	host, err := os.Hostname()
 	require.NoError(t, err)
@@ -312,7 +312,7 @@ func (c *slurmCluster) restart(t *testing.T, cgroupConf string) {
 	c.slurmd = exec.Command("slurmd", "-D", "-N", c.node, "-f", c.conf)
 	c.slurmd.Env = append(append(os.Environ(), "SLURM_CONF="+c.conf), c.env...)
 	require.NoError(t, c.slurmd.Start())
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		cmd := exec.Command("sinfo", "-h", "-n", c.node, "-o", "%t")
 		cmd.Env = append(os.Environ(), "SLURM_CONF="+c.conf)
 		out, _ := cmd.Output()
@@ -421,7 +421,7 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	assert.NotEqual(t, strconv.Itoa(jobCPUs[0]), e.cgroupFile(t, id, "cpuset", "cpuset.cpus"), "a pod keeps off the job's CPUs")
 
 	require.NoError(t, srun.Wait(), srunOut.String())
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		c, err := ledger.Read()
 		return err == nil && len(c.CPUs) == 0 && c.Devices[e.inv.GPUs[0].UUID].ID == ""
 	}, 30*time.Second, 100*time.Millisecond, "the epilog did not release the job's claims")

@@ -25,7 +25,7 @@ func TestExecSync(t *testing.T) {
 	id := e.run(t, pod, cfg, "c", `echo secret > /tmp/state; exec sleep 1000`)
 	ctx := context.Background()
 	var resp *runtimeapi.ExecSyncResponse
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		var err error
 		resp, err = e.runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id,
 			Cmd: []string{"/bin/sh", "-c", `cat /tmp/state; id -un; echo oops >&2; exit 5`}})
@@ -105,7 +105,7 @@ func TestExecAttachAndPortForwardThroughCrictl(t *testing.T) {
 	require.NoError(t, pf.Start())
 	defer func() { _ = pf.Process.Kill(); _ = pf.Wait() }()
 	var body string
-	require.Eventually(t, func() bool {
+	poll(t, func() bool {
 		var code int
 		var err error
 		body, code, err = getLocal(local)
@@ -129,7 +129,7 @@ func TestTerminalInsideTheContainer(t *testing.T) {
 		})
 		_, err := e.runtime.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
 		require.NoError(t, err)
-		require.Eventually(t, func() bool { return strings.Contains(e.logText(t, id), "ptmx") }, 10*time.Second, 50*time.Millisecond)
+		poll(t, func() bool { return strings.Contains(e.logText(t, id), "ptmx") }, 10*time.Second, 50*time.Millisecond)
 		assert.Contains(t, e.logText(t, id), "stdout F /dev/pts/0", handler)
 		// crictl wants a terminal of its own: script(1) gives it one.
 		crictl := e.crictlCmd(t, "exec", "-it", id, "/bin/sh", "-c", "tty; stty size")

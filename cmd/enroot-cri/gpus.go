@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -115,21 +114,20 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	ledger := &mig.Ledger{Path: cfg.LedgerPath()}
+	hooks := mig.JobHooks{
+		Ledger:     &mig.Ledger{Path: cfg.LedgerPath()},
+		Getenv:     os.Getenv,
+		Inventory:  func() mig.Inventory { return mig.ReadInventory(context.Background(), cfg.NVMLHelperPath()) },
+		CgroupRoot: "/sys/fs/cgroup",
+		AskCPUs:    askSlurmctldCPUs,
+		Strict:     cfg.GPUs.PrologStrict,
+	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "enroot-cri slurm %s: %v\n", args[0], err)
-		var held *mig.HeldError
-		if errors.As(err, &held) || cfg.GPUs.PrologStrict {
-			return 1
-		}
-		return 0 // a failure of ours does not stop the job
+		return hooks.ExitCode(err)
 	}
 	if args[0] == "epilog" {
-		id := os.Getenv("SLURM_JOB_ID")
-		if id == "" {
-			return fail(errors.New("SLURM_JOB_ID is not set: run this as Slurm's Epilog"))
-		}
-		freed, err := ledger.Release(mig.HolderSlurm, id)
+		id, freed, err := hooks.Epilog()
 		if err != nil {
 			return fail(err)
 		}
@@ -137,35 +135,24 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 		releaseJobImages(cfg, id, stdout, stderr)
 		return 0
 	}
-	inv := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
-	job, err := mig.ReadSlurmJob(os.Getenv, inv, "/sys/fs/cgroup")
+	msg, err := hooks.Prolog()
 	if err != nil {
 		return fail(err)
 	}
-	if len(job.CPUs) == 0 {
-		// The job's cgroup does not exist yet at prolog time: ask slurmctld.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, scontrol(), "show", "job", "-d", job.ID).Output()
-		cancel()
-		if err == nil {
-			job.CPUs, _ = mig.ScontrolCPUs(string(out), os.Getenv("SLURMD_NODENAME"))
-		}
-	}
-	h := mig.Holder{Kind: mig.HolderSlurm, ID: job.ID, Name: job.User, Since: time.Now()}
-	var uuids []string
-	for _, d := range job.Devices {
-		uuids = append(uuids, d.UUID)
-	}
-	if err := ledger.Claim(uuids, h); err != nil {
-		return fail(err)
-	}
-	if len(job.CPUs) > 0 {
-		if err := ledger.ClaimCPUs(h, job.CPUs); err != nil {
-			return fail(err)
-		}
-	}
-	fmt.Fprintf(stdout, "Slurm job %s holds GPU(s) %s and CPUs %v\n", job.ID, strings.Join(uuids, ","), job.CPUs)
+	fmt.Fprintln(stdout, msg)
 	return 0
+}
+
+// askSlurmctldCPUs asks slurmctld for a job's CPUs on this node, for a prolog that runs
+// before the job's cgroup exists.
+func askSlurmctldCPUs(job string) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, scontrol(), "show", "job", "-d", job).Output()
+	if err != nil {
+		return nil, err
+	}
+	return mig.ScontrolCPUs(string(out), os.Getenv("SLURMD_NODENAME"))
 }
 
 // releaseJobImages ends the holds a job's steps still have on images (a step killed

@@ -1,5 +1,3 @@
-// Package metrics holds enroot-cri's Prometheus metrics and serves them on
-// [metrics] address.
 package metrics
 
 import (

@@ -5,5 +5,6 @@
 // itself: errors carry errdefs kinds and the interceptor (interceptor.go) maps them to
 // codes, logs the call, and answers Unavailable until recovery has finished.
 //
-// It may import enroot/, cgroups/, mig/, config, errdefs and internal/ packages.
+// It may import enroot/, cgroups/, mig/, config, errdefs, internal/ packages, and of
+// cri/ only cri/network and cri/metrics.
 package server

@@ -1,4 +1,3 @@
-// Package cpulist reads and writes the kernel's CPU list format ("0-3,8,10-11").
 package cpulist
 
 import (

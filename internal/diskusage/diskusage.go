@@ -1,4 +1,3 @@
-// Package diskusage adds up the disk space and inodes a directory tree uses.
 package diskusage
 
 import (

@@ -1,4 +1,3 @@
-// Package hostdev describes the host's device nodes.
 package hostdev
 
 import (

@@ -1,0 +1,2 @@
+// Package diskusage adds up the disk space and inodes a directory tree uses.
+package diskusage

@@ -1,0 +1,2 @@
+// Package hostdev describes the host's device nodes.
+package hostdev
