@@ -74,6 +74,8 @@ func init() {
 		{"container_sockets", "Open sockets of the container's processes.", gauge, baseLabels},
 		{"container_fs_usage_bytes", "Bytes the container's writable layer uses.", gauge, deviceLabels},
 		{"container_fs_limit_bytes", "Size of the filesystem of the writable layer, in bytes.", gauge, deviceLabels},
+		{"container_fs_inodes_total", "Inodes of the filesystem of the writable layer (cAdvisor's meaning).", gauge, deviceLabels},
+		{"container_fs_inodes_free", "Free inodes of the filesystem of the writable layer.", gauge, deviceLabels},
 		{"container_fs_reads_bytes_total", "Bytes read from a block device.", counter, deviceLabels},
 		{"container_fs_reads_total", "Reads from a block device completed.", counter, deviceLabels},
 		{"container_fs_writes_bytes_total", "Bytes written to a block device.", counter, deviceLabels},
@@ -210,6 +212,8 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 		if unix.Statfs(dir, &fs) == nil {
 			add("container_fs_usage_bytes", u.Bytes, dir)
 			add("container_fs_limit_bytes", fs.Blocks*uint64(fs.Bsize), dir)
+			add("container_fs_inodes_total", fs.Files, dir)
+			add("container_fs_inodes_free", fs.Ffree, dir)
 		}
 		// The writable layer's device is always listed, with what the container did
 		// on it (nothing yet, when the accounting has no entry for it).
