@@ -65,22 +65,18 @@ func v1BlockIO(bytes, ops []*stats1.BlkIOEntry) []BlockIO {
 		out = append(out, BlockIO{Major: major, Minor: minor})
 		return &out[len(out)-1]
 	}
-	for _, e := range bytes {
-		switch e.Op {
-		case "Read":
-			at(e.Major, e.Minor).ReadBytes += e.Value
-		case "Write":
-			at(e.Major, e.Minor).WriteBytes += e.Value
+	add := func(entries []*stats1.BlkIOEntry, read, write func(*BlockIO) *uint64) {
+		for _, e := range entries {
+			switch e.Op {
+			case "Read":
+				*read(at(e.Major, e.Minor)) += e.Value
+			case "Write":
+				*write(at(e.Major, e.Minor)) += e.Value
+			}
 		}
 	}
-	for _, e := range ops {
-		switch e.Op {
-		case "Read":
-			at(e.Major, e.Minor).Reads += e.Value
-		case "Write":
-			at(e.Major, e.Minor).Writes += e.Value
-		}
-	}
+	add(bytes, func(d *BlockIO) *uint64 { return &d.ReadBytes }, func(d *BlockIO) *uint64 { return &d.WriteBytes })
+	add(ops, func(d *BlockIO) *uint64 { return &d.Reads }, func(d *BlockIO) *uint64 { return &d.Writes })
 	return out
 }
 
