@@ -43,6 +43,12 @@ test: deps build crictl ## run every test this machine can run (unit, root integ
 	CGO_ENABLED=1 $(GO) build -tags fakenvml -o $(ENROOT_CRI_NVML_FAKE) ./cmd/enroot-cri-nvml
 	$(GO) test $(TEST_FLAGS) ./...
 	CGO_ENABLED=1 $(GO) test $(TEST_FLAGS) ./mig/nvmlinv ./cmd/enroot-cri-nvml
+	$(MAKE) --no-print-directory test-unprivileged
+
+test-unprivileged: ## run the CRI handlers' tests (cri/server, on the fakes of cri/server/fake) as nobody: they need no root
+	@d=$$(mktemp -d) && chmod 755 $$d && $(GO) test -c -o $$d/server.test ./cri/server && \
+	cd $$d && setpriv --reuid=65534 --regid=65534 --clear-groups ./server.test -test.count=1; \
+	rc=$$?; rm -rf $$d; [ $$rc -eq 0 ] && echo "ok  cri/server as nobody"; exit $$rc
 
 # Every parser of untrusted input has a Go fuzz target: package:target.
 FUZZ_TARGETS := ./enroot:FuzzParseFstab ./enroot:FuzzParseEnviron ./enroot:FuzzParsePasswd \

@@ -108,6 +108,22 @@ func RemoveAncestors(created []string) {
 	}
 }
 
+// Handle is what is done to one cgroup: *Cgroup on the host; a caller's tests may
+// have fakes.
+type Handle interface {
+	HasProcesses() bool
+	Pids() ([]int, error)
+	Signal(pid int, sig syscall.Signal) (sent bool, err error)
+	KillAll(timeout time.Duration) error
+	WaitEmpty(timeout time.Duration) error
+	Update(resources *specs.LinuxResources) error
+	Stats() (Stats, error)
+	OOMKills() int
+	Delete() error
+}
+
+var _ Handle = (*Cgroup)(nil)
+
 // Load opens an existing cgroup; a missing one is os.ErrNotExist.
 func Load(path string) (*Cgroup, error) {
 	if unified() {

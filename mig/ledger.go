@@ -123,6 +123,18 @@ func (l *Ledger) read() (*Claims, error) {
 	return c, nil
 }
 
+// ModTime is when the ledger was last written; the zero time when it never was.
+func (l *Ledger) ModTime() (time.Time, error) {
+	st, err := os.Stat(l.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("GPU ledger: %w", err)
+	}
+	return st.ModTime(), nil
+}
+
 // Read returns the claims.
 func (l *Ledger) Read() (*Claims, error) {
 	unlock, err := l.lock()

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/enroot-cri/enroot-cri/internal/testpoll"
 	"github.com/enroot-cri/enroot-cri/internal/testregistry"
 )
 
@@ -169,25 +170,8 @@ func (e *podEnv) status(t *testing.T, id string) *runtimeapi.ContainerStatus {
 	return resp.Status
 }
 
-// poll calls cond every tick until it is true, and fails the test when waitFor passes
-// first. It runs cond in the test's goroutine, so a require inside cond fails the test
-// at once (require.Eventually runs it in another goroutine, where a failure only
-// shows after the whole wait). msgAndArgs are a format and its arguments.
-func poll(t *testing.T, cond func() bool, waitFor, tick time.Duration, msgAndArgs ...any) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := "condition not met"
-			if len(msgAndArgs) > 0 {
-				format, _ := msgAndArgs[0].(string)
-				msg = fmt.Sprintf(format, msgAndArgs[1:]...)
-			}
-			t.Fatalf("after %v: %s", waitFor, msg)
-		}
-		time.Sleep(tick)
-	}
-}
+// poll is testpoll.Until: cond runs in the test's goroutine until it is true.
+var poll = testpoll.Until
 
 // waitExited waits for a container to exit and returns its status.
 func (e *podEnv) waitExited(t *testing.T, id string) *runtimeapi.ContainerStatus {

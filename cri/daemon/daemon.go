@@ -20,6 +20,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/internal/version"
+	"github.com/enroot-cri/enroot-cri/mig"
 )
 
 // gracePeriod is how long in-flight calls may run after a stop is asked for; then
@@ -43,7 +44,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	}
 	defer os.Remove(cfg.Socket)
 
-	srv, err := server.New(cfg, log)
+	ledger := &mig.Ledger{Path: cfg.LedgerPath()}
+	srv, err := server.New(cfg, log, server.Options{Ledger: ledger})
 	if err != nil {
 		return err
 	}
@@ -94,7 +96,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	if cfg.GPUs.DevicePlugin {
 		resources := deviceplugin.Resources(srv.GPUs())
 		log.Info("device plugin", "dir", cfg.GPUs.DevicePluginDir, "resources", len(resources))
-		dp := &deviceplugin.Manager{Dir: cfg.GPUs.DevicePluginDir, Ledger: srv.Ledger(), Log: log, Poll: time.Second}
+		dp := &deviceplugin.Manager{Dir: cfg.GPUs.DevicePluginDir, Ledger: ledger, Log: log, Poll: time.Second}
 		go dp.Run(ctx, resources)
 	}
 	if cfg.Metrics.Address != "" {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"os"
 	"slices"
 	"time"
 
@@ -79,11 +78,11 @@ func (s *Server) followSlurmCPUs(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		st, err := os.Stat(s.ledger.Path)
-		if err != nil || st.ModTime().Equal(last) {
+		changed, err := s.ledger.ModTime()
+		if err != nil || changed.Equal(last) {
 			continue
 		}
-		last = st.ModTime()
+		last = changed
 		free := cpulist.Format(s.freeCPUs())
 		all := cpulist.Format(s.node.CPUs)
 		for _, c := range s.recs.allContainers() {
@@ -103,7 +102,7 @@ func (s *Server) moveToCPUs(ctx context.Context, id, cpus string) {
 	if err != nil || c.State == containerExited {
 		return
 	}
-	cg, err := cgroups.Load(c.CgroupPath)
+	cg, err := s.cgroups.Load(c.CgroupPath)
 	if err == nil {
 		err = cg.Update(&specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: cpus}})
 	}

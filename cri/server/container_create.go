@@ -56,7 +56,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, err
 	}
-	if err := s.recs.saveContainer(rec); err != nil {
+	if err := s.created(ctx, rec); err != nil {
 		return nil, err
 	}
 	if err := s.notePodCgroupParents(pod, rec.CgroupParents); err != nil {
@@ -66,7 +66,6 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		logging.From(ctx).Warn("forget the pending cgroup", "error", err)
 	}
 	s.watch(ctx, id)
-	s.emit(ctx, pod.ID, id, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
@@ -102,18 +101,18 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	res, autoCPUs := s.confinement(cfg.GetLinux().GetResources(), sc.GetPrivileged(), ccfg.Spec.Linux.Devices, "")
 	// Written down first: a daemon killed before the record is saved removes this
 	// cgroup at its next start.
-	if err := s.notePending(pending{ID: id, CgroupPath: cgPath, CgroupParents: cgroups.MissingAncestors(cgPath)}); err != nil {
+	if err := s.notePending(pending{ID: id, CgroupPath: cgPath, CgroupParents: s.cgroups.MissingAncestors(cgPath)}); err != nil {
 		return nil, err
 	}
 	u.push(func() error { return s.donePending(id) })
-	cg, err := cgroups.Create(cgPath, res)
+	cg, madeAncestors, err := s.cgroups.Create(cgPath, res)
 	if err != nil {
 		return nil, err
 	}
 	u.push(func() error {
 		_ = cg.KillAll(killWait)
 		err := cg.Delete()
-		cgroups.RemoveAncestors(cg.Created)
+		s.cgroups.RemoveAncestors(madeAncestors)
 		return err
 	})
 	// The shim puts the init in the cgroup before the init does anything, so that
@@ -125,7 +124,7 @@ func (s *Server) createContainer(ctx context.Context, u *undo, id string, pod *p
 	u.push(func() error { return s.engine.Delete(id) })
 	rec := &containerRecord{
 		ID: id, PodID: pod.ID, ImageID: img.ID, ImageRef: imageRef(img), State: containerCreated,
-		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, Cpuset: cpuset(res), CpusetAuto: autoCPUs, CgroupParents: cg.Created, StopSignal: img.StopSignal,
+		CreatedAt: time.Now(), LogPath: ccfg.LogPath, CgroupPath: cgPath, Cpuset: cpuset(res), CpusetAuto: autoCPUs, CgroupParents: madeAncestors, StopSignal: img.StopSignal,
 		UID: user.UID, GID: user.GID, Groups: user.Groups, ImageVolumes: volumeIDs, config: cfg,
 	}
 	if rec.Config, err = protojson.Marshal(cfg); err != nil {

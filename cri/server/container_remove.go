@@ -44,14 +44,14 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 	if err := s.engine.Delete(id); err != nil {
 		return err
 	}
-	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+	if cg, err := s.cgroups.Load(c.CgroupPath); err == nil {
 		if err := cg.Delete(); err != nil {
 			return err
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	removeCgroupParents(c.CgroupPath, c.CgroupParents)
+	s.removeCgroupParents(c.CgroupPath, c.CgroupParents)
 	if _, err := s.ledger.Release(mig.HolderPod, id); err != nil {
 		return err
 	}
@@ -60,32 +60,24 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	s.transition.Lock()
-	err = s.recs.deleteContainer(id)
-	s.transition.Unlock()
-	if err != nil {
+	if err := s.removed(ctx, c); err != nil {
 		return err
 	}
-	s.exits.Remove(id)
-	s.polled.Delete(id)
-	s.cpu.forget(id)
-	s.lostMonitors.Delete(id)
 	if err := s.engine.Forget(id); err != nil {
 		logging.From(ctx).Warn("remove the monitor's log", "container_id", id, "error", err)
 	}
 	if pod, err := s.recs.pod(c.PodID); err == nil && len(s.recs.containersOf(pod.ID)) == 0 {
-		removeCgroupParents(c.CgroupPath, pod.CgroupParents)
+		s.removeCgroupParents(c.CgroupPath, pod.CgroupParents)
 	}
-	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	s.recs.locks.Delete(id)
 	return nil
 }
 
 // removeCgroupParents removes the cgroups above a container's that enroot-cri made
 // (parents) and its default parent, where they are empty.
-func removeCgroupParents(cgPath string, parents []string) {
+func (s *Server) removeCgroupParents(cgPath string, parents []string) {
 	if strings.HasPrefix(cgPath, cgroups.DefaultParent+"/") {
 		parents = append([]string{cgroups.DefaultParent}, parents...)
 	}
-	cgroups.RemoveAncestors(parents)
+	s.cgroups.RemoveAncestors(parents)
 }

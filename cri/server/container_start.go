@@ -8,6 +8,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
 
 // StartContainer releases a created container into its command.
@@ -18,7 +19,7 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	}
 	unlock := s.recs.lock(c.ID)
 	defer unlock()
-	c = s.refresh(ctx, c.ID)
+	c = s.sync(ctx, c.ID)
 	if c == nil || c.State != containerCreated {
 		state := "removed"
 		if c != nil {
@@ -26,29 +27,18 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 		}
 		return nil, fmt.Errorf("container %s is %s; only a created container can start: %w", req.GetContainerId(), state, errdefs.ErrFailedPrecondition)
 	}
-	updated := *c
 	started := time.Now()
 	if err := s.engine.Start(ctx, c.ID); err != nil {
-		updated.State, updated.ExitCode, updated.Reason, updated.Message = containerExited, 128, "StartError", err.Error()
-		updated.FinishedAt = time.Now()
-		_ = s.recs.saveContainer(&updated)
+		if serr := s.startFailed(c.ID, err); serr != nil {
+			logging.From(ctx).Error("save container record", "container_id", c.ID, "error", serr)
+		}
 		return nil, err
 	}
-	s.transition.Lock()
-	if cur, err := s.recs.container(c.ID); err == nil && cur.State == containerExited {
-		updated = *cur // it ran and ended already; the watcher recorded the exit
-	} else {
-		updated.State = containerRunning
-	}
-	updated.StartedAt = started
 	if at := s.engine.State(c.ID).StartedAt; !at.IsZero() {
-		updated.StartedAt = at // the monitor's own time of the exec
+		started = at // the monitor's own time of the exec
 	}
-	err = s.recs.saveContainer(&updated)
-	s.transition.Unlock()
-	if err != nil {
+	if err := s.started(ctx, c.ID, started, true); err != nil {
 		return nil, err
 	}
-	s.emit(ctx, c.PodID, c.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return &runtimeapi.StartContainerResponse{}, nil
 }

@@ -87,7 +87,7 @@ func (s *Server) containerStats(c *containerRecord) (*runtimeapi.ContainerStats,
 	st := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
 		Id: c.ID, Metadata: c.config.GetMetadata(), Labels: c.config.GetLabels(), Annotations: c.config.GetAnnotations(),
 	}}
-	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+	if cg, err := s.cgroups.Load(c.CgroupPath); err == nil {
 		u, err := cg.Stats()
 		if err != nil {
 			return nil, err

@@ -4,15 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/enroot-cri/enroot-cri/cgroups"
-	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
 
 // ContainerStatus reports a container's state, times, exit code and reason.
@@ -85,99 +81,6 @@ func statusImage(spec *runtimeapi.ImageSpec) *runtimeapi.ImageSpec {
 	}
 	return &runtimeapi.ImageSpec{Image: spec.GetUserSpecifiedImage(), UserSpecifiedImage: spec.GetUserSpecifiedImage(),
 		Annotations: spec.GetAnnotations(), RuntimeHandler: spec.GetRuntimeHandler()}
-}
-
-// refresh brings a created or running container's record up to date with its shim:
-// an exit it recorded, or a shim that is gone. It returns the current record, or nil
-// when the container no longer exists.
-func (s *Server) refresh(ctx context.Context, id string) *containerRecord {
-	c, err := s.recs.container(id)
-	if err != nil {
-		return nil
-	}
-	if c.State == containerExited {
-		return c
-	}
-	st := s.engine.State(id)
-	updated := *c
-	// A start cut off by a daemon crash after the monitor released the command, before
-	// the record was saved: the monitor's mark says when it started.
-	startedUnsaved := c.State == containerCreated && !st.StartedAt.IsZero()
-	if startedUnsaved {
-		updated.StartedAt = st.StartedAt
-	}
-	switch {
-	case st.Exit != nil:
-		updated.ExitCode, updated.FinishedAt = int32(st.Exit.Code), st.Exit.FinishedAt
-		updated.Reason = "Completed"
-		if st.Exit.Code != 0 {
-			updated.Reason = "Error"
-		}
-		if cg, err := cgroups.Load(c.CgroupPath); err == nil && cg.OOMKills() > 0 {
-			updated.Reason = "OOMKilled"
-		}
-	case !st.ShimAlive:
-		if cgroups.Running(c.CgroupPath) {
-			// The monitor is gone but the container's processes are not: it runs, and
-			// stop and remove kill them through its cgroup.
-			s.noteLostMonitor(ctx, c, true)
-			s.polled.Store(id, true) // no shim is left to report its end
-			return c
-		}
-		updated.ExitCode, updated.FinishedAt, updated.Reason = 255, time.Now(), "Unknown"
-		updated.Message = s.lostMonitorMessage(id)
-		s.noteLostMonitor(ctx, c, false)
-	case startedUnsaved:
-		updated.State = containerRunning
-		s.transition.Lock()
-		defer s.transition.Unlock()
-		if cur, err := s.recs.container(id); err != nil || cur.State != containerCreated {
-			return cur
-		}
-		if err := s.recs.saveContainer(&updated); err != nil {
-			logging.From(ctx).Error("save container record", "container_id", id, "error", err)
-			return c
-		}
-		s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
-		return &updated
-	default:
-		return c
-	}
-	updated.State = containerExited
-	s.transition.Lock()
-	defer s.transition.Unlock()
-	if cur, err := s.recs.container(id); err != nil || cur.State == containerExited {
-		return cur // removed, or another refresh recorded the exit first
-	}
-	if err := s.recs.saveContainer(&updated); err != nil {
-		logging.From(ctx).Error("save container record", "container_id", id, "error", err)
-	}
-	s.emit(ctx, c.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	return &updated
-}
-
-// lostMonitorMessage explains an exit no monitor recorded, naming the monitor's log
-// when there is one (there is none after a reboot).
-func (s *Server) lostMonitorMessage(id string) string {
-	log := s.engine.MonitorLog(id)
-	if _, err := os.Stat(log); err != nil {
-		return "the container's monitor ended without recording an exit status (was the node restarted?)"
-	}
-	return "the container's monitor ended without recording an exit status; its log is " + log
-}
-
-// noteLostMonitor reports, once per container, a monitor that ended without recording
-// an exit: with the container's processes still running, or with none left.
-func (s *Server) noteLostMonitor(ctx context.Context, c *containerRecord, running bool) {
-	if _, seen := s.lostMonitors.LoadOrStore(c.ID, true); seen {
-		return
-	}
-	s.metrics.Monitor("lost")
-	msg := "the container's monitor ended without recording an exit status; the container is reported exited"
-	if running {
-		msg = "the container's monitor ended while its processes run; stop or remove kills them through its cgroup"
-	}
-	logging.From(ctx).Warn(msg, "container_id", c.ID, "pod_id", c.PodID, "cgroup", c.CgroupPath, "monitor_log", s.engine.MonitorLog(c.ID))
 }
 
 // statusMounts reports the container's mounts; an image volume carries the ID of the

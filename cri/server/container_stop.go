@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
@@ -39,15 +38,15 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 // in the container's cgroup even when the container has exited (children of an init
 // that shares the pod's PID namespace) or its monitor is gone.
 func (s *Server) stopContainer(ctx context.Context, id string, timeout time.Duration) error {
-	c := s.refresh(ctx, id)
+	c := s.sync(ctx, id)
 	if c == nil {
 		return nil
 	}
-	cg, err := cgroups.Load(c.CgroupPath)
+	cg, err := s.cgroups.Load(c.CgroupPath)
 	if err != nil {
 		cg = nil // no cgroup: nothing of the container can be left in it
 	}
-	if c.State == containerExited && !cg.HasProcesses() {
+	if c.State == containerExited && (cg == nil || !cg.HasProcesses()) {
 		return nil
 	}
 	if c.State == containerRunning && timeout > 0 {
@@ -64,14 +63,14 @@ func (s *Server) stopContainer(ctx context.Context, id string, timeout time.Dura
 	if _, err := s.engine.Wait(wctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
-	s.refresh(ctx, id)
+	s.sync(ctx, id)
 	return nil
 }
 
 // signalStop sends the stop signal to the container's first process and waits up to
 // timeout for it to end: through its monitor, or, when the monitor is gone, to the
 // PID it recorded while that PID is still in the container's cgroup.
-func (s *Server) signalStop(ctx context.Context, c *containerRecord, cg *cgroups.Cgroup, timeout time.Duration) {
+func (s *Server) signalStop(ctx context.Context, c *containerRecord, cg Cgroup, timeout time.Duration) {
 	sig := stopSignal(c.StopSignal)
 	st := s.engine.State(c.ID)
 	if st.ShimAlive || cg == nil {

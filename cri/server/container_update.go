@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
@@ -27,10 +26,10 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	}
 	unlock := s.recs.lock(c.ID)
 	defer unlock()
-	if c = s.refresh(ctx, c.ID); c == nil || c.State == containerExited {
+	if c = s.sync(ctx, c.ID); c == nil || c.State == containerExited {
 		return nil, fmt.Errorf("container %s has exited: %w", req.GetContainerId(), errdefs.ErrFailedPrecondition)
 	}
-	cg, err := cgroups.Load(c.CgroupPath)
+	cg, err := s.cgroups.Load(c.CgroupPath)
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/enroot-cri/enroot-cri/cgroups"
-	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/internal/atomicfile"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
@@ -111,7 +109,7 @@ func (s *Server) removePendingCgroup(ctx context.Context, p pending) error {
 		return fmt.Errorf("cgroup path %q does not name container %s", p.CgroupPath, p.ID)
 	}
 	logging.From(ctx).Info("removing the cgroup of an interrupted container create", "container_id", p.ID, "cgroup", p.CgroupPath)
-	if cg, err := cgroups.Load(p.CgroupPath); err == nil {
+	if cg, err := s.cgroups.Load(p.CgroupPath); err == nil {
 		_ = cg.KillAll(killWait)
 		if err := cg.Delete(); err != nil {
 			return err
@@ -119,7 +117,7 @@ func (s *Server) removePendingCgroup(ctx context.Context, p pending) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	cgroups.RemoveAncestors(p.CgroupParents)
+	s.cgroups.RemoveAncestors(p.CgroupParents)
 	return nil
 }
 
@@ -131,12 +129,12 @@ func (s *Server) removePendingPod(ctx context.Context, p pending) error {
 		return fmt.Errorf("decode pod config: %w", err)
 	}
 	logging.From(ctx).Info("removing what an interrupted pod create made", "pod_id", p.ID)
-	sb := sandbox.Leftover(s.podDir(p.ID))
+	sb := s.sandboxes.Leftover(s.podDir(p.ID))
 	var errs []error
 	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		rec := &podRecord{ID: p.ID, Sandbox: *sb, config: cfg}
 		errs = append(errs, s.network.Teardown(ctx, networkPod(rec)))
 	}
-	errs = append(errs, sb.Destroy())
+	errs = append(errs, s.sandboxes.Destroy(sb))
 	return errors.Join(errs...)
 }

@@ -158,7 +158,7 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 	// The limit the kernel holds (page-aligned; cgroup.conf may have changed it), as
 	// cAdvisor reports it; 0 when there is none.
 	memLimit := uint64(max(r.GetMemoryLimitInBytes(), 0))
-	if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+	if cg, err := s.cgroups.Load(c.CgroupPath); err == nil {
 		if u, err := cg.Stats(); err == nil {
 			add("container_cpu_usage_seconds_total", u.CPUUsageNs/ns)
 			add("container_cpu_user_seconds_total", u.CPUUserNs/ns)

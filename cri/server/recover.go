@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 )
 
@@ -21,7 +20,7 @@ func (s *Server) recover() error {
 		return err
 	}
 	for _, p := range s.recs.allPods() {
-		alive := p.Sandbox.Pinned() && (p.Sandbox.PIDNS == "" || p.Sandbox.HolderAlive())
+		alive := s.sandboxes.Alive(&p.Sandbox)
 		if p.State == podReady && !alive {
 			updated := *p
 			updated.State = podNotReady
@@ -32,9 +31,9 @@ func (s *Server) recover() error {
 	}
 	inUse := map[string]int{}
 	for _, c := range s.recs.allContainers() {
-		if now := s.refresh(ctx, c.ID); c.State != containerExited && now != nil && now.State != containerExited {
+		if now := s.sync(ctx, c.ID); c.State != containerExited && now != nil && now.State != containerExited {
 			if s.engine.State(c.ID).ShimAlive {
-				s.metrics.Monitor("readopted") // refresh reported the lost ones
+				s.metrics.Monitor("readopted") // sync reported the lost ones
 			}
 			s.watch(ctx, c.ID)
 		}
@@ -60,19 +59,14 @@ func (s *Server) recover() error {
 // owns: what a create interrupted by a crash left.
 func (s *Server) removeDebris(ctx context.Context) error {
 	var errs []error
-	for _, dir := range []string{s.engine.StateDir, s.engine.RootDir} {
-		entries, err := os.ReadDir(dir)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("list %s: %w", dir, err)
-		}
-		for _, e := range entries {
-			if _, err := s.recs.container(e.Name()); err != nil {
-				logging.From(ctx).Info("removing leftover container", "container_id", e.Name())
-				errs = append(errs, s.engine.Delete(e.Name()))
-			}
+	bundles, err := s.engine.Bundles()
+	if err != nil {
+		return err
+	}
+	for _, id := range bundles {
+		if _, err := s.recs.container(id); err != nil {
+			logging.From(ctx).Info("removing leftover container", "container_id", id)
+			errs = append(errs, s.engine.Delete(id))
 		}
 	}
 	logs, err := s.engine.MonitorLogs()
@@ -90,7 +84,7 @@ func (s *Server) removeDebris(ctx context.Context) error {
 	for _, e := range podDirs {
 		if _, err := s.recs.pod(e.Name()); err != nil {
 			logging.From(ctx).Info("removing leftover pod sandbox", "pod_id", e.Name())
-			errs = append(errs, sandbox.Leftover(s.podDir(e.Name())).Destroy())
+			errs = append(errs, s.sandboxes.Destroy(s.sandboxes.Leftover(s.podDir(e.Name()))))
 		}
 	}
 	return errors.Join(errs...)

@@ -6,7 +6,6 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 )
 
@@ -31,9 +30,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 		}
 	}
 	if cur, err := s.recs.pod(pod.ID); err == nil {
-		cgroups.RemoveAncestors(cur.CgroupParents)
+		s.cgroups.RemoveAncestors(cur.CgroupParents)
 	}
-	if err := pod.Sandbox.Destroy(); err != nil {
+	if err := s.sandboxes.Destroy(&pod.Sandbox); err != nil {
 		return nil, err
 	}
 	if err := s.recs.deletePod(pod.ID); err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
-	"github.com/enroot-cri/enroot-cri/internal/sealed"
 )
 
 // RunPodSandbox creates a pod: its namespaces, shared memory, network and DNS files.
@@ -53,13 +52,13 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		return nil, err
 	}
 	u.push(func() error { return s.donePending(id) })
-	sb, err := sandbox.Create(s.podDir(id), sandbox.Options{
+	sb, err := s.sandboxes.Create(s.podDir(id), sandbox.Options{
 		Net: !hostNet, UTS: !hostNet, IPC: nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE,
 		// A shared PID namespace would be the host's user namespace's: a container of a
 		// pod with a user namespace could not mount its /proc. Its containers get their
 		// own PID namespaces.
 		PID:      nsOpts.GetPid() == runtimeapi.NamespaceMode_POD && !ownUserns,
-		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(), Exe: sealed.Path(s.engine.Sealed),
+		Hostname: cfg.GetHostname(), Sysctls: cfg.GetLinux().GetSysctls(),
 	})
 	var serr *sandbox.SysctlError
 	if errors.As(err, &serr) {
@@ -68,7 +67,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
-	u.push(sb.Destroy)
+	u.push(func() error { return s.sandboxes.Destroy(sb) })
 
 	rec := &podRecord{ID: id, Handler: handler, State: podReady, CreatedAt: time.Now(), Sandbox: *sb, config: cfg}
 	if !hostNet {

@@ -62,7 +62,7 @@ func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
 			return nil, err
 		}
 		linux.Containers = append(linux.Containers, st)
-		if cg, err := cgroups.Load(c.CgroupPath); err == nil {
+		if cg, err := s.cgroups.Load(c.CgroupPath); err == nil {
 			if u, err := cg.Stats(); err == nil {
 				sum.CPUUsageNs += u.CPUUsageNs
 				sum.MemoryUsage += u.MemoryUsage
@@ -108,7 +108,7 @@ func (s *Server) podCgroupStats(pod *podRecord) (cgroups.Stats, bool) {
 	if err != nil {
 		return cgroups.Stats{}, false
 	}
-	cg, err := cgroups.Load(path.Dir(child))
+	cg, err := s.cgroups.Load(path.Dir(child))
 	if err != nil {
 		return cgroups.Stats{}, false
 	}

@@ -45,7 +45,7 @@ func (s *Server) stopPod(ctx context.Context, id string) error {
 		}
 		updated.Networked = false
 	}
-	pod.Sandbox.StopHolder()
+	s.sandboxes.StopHolder(&pod.Sandbox)
 	if pod.State == podNotReady && !pod.Networked {
 		return nil
 	}

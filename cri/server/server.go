@@ -19,8 +19,6 @@ import (
 	"github.com/enroot-cri/enroot-cri/cri/metrics"
 	"github.com/enroot-cri/enroot-cri/cri/network"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
-	"github.com/enroot-cri/enroot-cri/enroot/image"
-	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 	"github.com/enroot-cri/enroot-cri/internal/sealed"
@@ -33,16 +31,19 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	cfg     config.Config
-	log     *slog.Logger
-	ready   atomic.Bool
-	images  *image.Store
-	recs    *records
-	engine  *container.Engine
-	mounts  *container.ImageMounts
-	network *network.Manager
-	exe     string
-	driver  cgroups.Driver
+	cfg    config.Config
+	log    *slog.Logger
+	ready  atomic.Bool
+	recs   *records
+	exe    string
+	driver cgroups.Driver
+	// The seams (seams.go): the host's parts, or a test's fakes.
+	images    Images
+	engine    Engine
+	mounts    ImageMounts
+	sandboxes Sandboxes
+	network   Network
+	cgroups   Cgroups
 	// policy is the node's Slurm cgroup.conf, node the machine it confines on, and
 	// allowedDevices what its AllowedDevicesFile adds to every container.
 	policy         cgroups.SlurmConf
@@ -51,27 +52,21 @@ type Server struct {
 	// gpus is the node's inventory, read at start; ledger the node's record of who
 	// holds which GPU, slice and Slurm CPUs.
 	gpus    mig.Inventory
-	ledger  *mig.Ledger
+	ledger  Ledger
 	metrics *metrics.Metrics
 	stream  streaming.Server
 	cpu     cpuSamples
-	events  events
-	// transition serialises a container's move to exited with its removal, so that a
-	// refresh never brings back a removed record nor announces an exit twice.
-	transition sync.Mutex
-	// lostMonitors are the containers whose ended monitor was reported.
-	lostMonitors sync.Map
-	// exits reports each watched container's shim as it ends; polled are the
-	// containers it cannot report (their monitor ended while their processes run).
-	exits  *pidwatch.Watcher
-	polled sync.Map
+	// life owns the containers' moves between states, their exits and events
+	// (lifecycle.go).
+	life lifecycle
 	// podNames guards reservedPodNames: names of pods being created, by pod ID.
 	podNames         sync.Mutex
 	reservedPodNames map[string]string
 }
 
-// New returns a server that answers Unavailable until Ready.
-func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+// New returns a server that answers Unavailable until Ready. The parts opts leaves
+// nil are the host's.
+func New(cfg config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -94,38 +89,64 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	node, err := cgroups.ReadNode()
-	if err != nil {
-		return nil, err
-	}
-	bin, err := sealed.Copy(exe)
-	if err != nil {
-		return nil, err
-	}
-	gpus := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
-	if gpus.Unavailable != "" {
-		log.Info("no GPUs", "reason", gpus.Unavailable)
-	} else {
-		log.Info("GPUs", "count", len(gpus.GPUs), "bindable", len(gpus.Units()), "driver", gpus.Driver)
-	}
 	s := &Server{
 		cfg: cfg, log: log, recs: recs, exe: exe, driver: cgroups.Driver(cfg.Cgroups.Driver),
-		policy: policy, node: node, allowedDevices: allowed, gpus: gpus, ledger: &mig.Ledger{Path: cfg.LedgerPath()},
-		engine: &container.Engine{
-			StateDir: filepath.Join(cfg.State, "containers"),
-			RootDir:  filepath.Join(cfg.Root, "containers"),
-			LogDir:   filepath.Join(cfg.State, "monitors"),
-			Exe:      exe,
-			ShimExe:  container.FindShim(exe),
-			Sealed:   bin,
-		},
-		mounts:  &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")},
-		network: &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")},
+		policy: policy, allowedDevices: allowed,
+		engine: opts.Engine, mounts: opts.Mounts, sandboxes: opts.Sandboxes, network: opts.Network,
+		ledger: opts.Ledger, cgroups: opts.Cgroups,
 	}
-	if s.engine.ShimExe != "" {
-		log.Info("container monitor", "binary", s.engine.ShimExe)
+	if opts.Node != nil {
+		s.node = *opts.Node
+	} else if s.node, err = cgroups.ReadNode(); err != nil {
+		return nil, err
+	}
+	if opts.GPUs != nil {
+		s.gpus = *opts.GPUs
 	} else {
-		log.Warn("no enroot-cri-shim beside the daemon or in /usr/libexec/enroot-cri: containers are monitored by the daemon's own binary, which costs more memory per container")
+		s.gpus = mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
+	}
+	if s.gpus.Unavailable != "" {
+		log.Info("no GPUs", "reason", s.gpus.Unavailable)
+	} else {
+		log.Info("GPUs", "count", len(s.gpus.GPUs), "bindable", len(s.gpus.Units()), "driver", s.gpus.Driver)
+	}
+	if s.engine == nil || s.sandboxes == nil {
+		// Pod holders and monitors run from a sealed copy of the daemon's binary.
+		bin, err := sealed.Copy(exe)
+		if err != nil {
+			return nil, err
+		}
+		if s.engine == nil {
+			e := &container.Engine{
+				StateDir: filepath.Join(cfg.State, "containers"),
+				RootDir:  filepath.Join(cfg.Root, "containers"),
+				LogDir:   filepath.Join(cfg.State, "monitors"),
+				Exe:      exe,
+				ShimExe:  container.FindShim(exe),
+				Sealed:   bin,
+			}
+			if e.ShimExe != "" {
+				log.Info("container monitor", "binary", e.ShimExe)
+			} else {
+				log.Warn("no enroot-cri-shim beside the daemon or in /usr/libexec/enroot-cri: containers are monitored by the daemon's own binary, which costs more memory per container")
+			}
+			s.engine = e
+		}
+		if s.sandboxes == nil {
+			s.sandboxes = hostSandboxes{exe: sealed.Path(bin)}
+		}
+	}
+	if s.mounts == nil {
+		s.mounts = &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")}
+	}
+	if s.network == nil {
+		s.network = &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")}
+	}
+	if s.ledger == nil {
+		s.ledger = &mig.Ledger{Path: cfg.LedgerPath()}
+	}
+	if s.cgroups == nil {
+		s.cgroups = hostCgroups{}
 	}
 	s.metrics = metrics.New()
 	s.metrics.Register(stateCollector{s})
@@ -134,13 +155,13 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 
 // Ready recovers pods and containers, takes the recovered image store, and lets calls
 // through.
-func (s *Server) Ready(images *image.Store) error {
+func (s *Server) Ready(images Images) error {
 	s.images = images
 	exits, err := pidwatch.New()
 	if err != nil {
 		return err
 	}
-	s.exits = exits
+	s.life.exits = exits
 	if err := s.recover(); err != nil {
 		return err
 	}
@@ -164,8 +185,8 @@ func (s *Server) runningContainer(ctx context.Context, id string) (*containerRec
 	if err != nil {
 		return nil, err
 	}
-	if fresh := s.refresh(ctx, c.ID); fresh == nil || fresh.State != containerRunning {
-		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	if !s.runs(c) {
+		return nil, errNotRunning(c.ID)
 	}
 	return c, nil
 }
@@ -175,6 +196,3 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 // GPUs is the node's inventory, as read at start.
 func (s *Server) GPUs() mig.Inventory { return s.gpus }
-
-// Ledger is the node's GPU ledger.
-func (s *Server) Ledger() *mig.Ledger { return s.ledger }

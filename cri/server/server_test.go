@@ -43,7 +43,7 @@ func newHarness(t *testing.T, edit func(*config.Config)) *harness {
 	if edit != nil {
 		edit(&cfg)
 	}
-	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	require.NoError(t, err)
 	g := grpc.NewServer(grpc.UnaryInterceptor(srv.UnaryInterceptor))
 	srv.Register(g)

@@ -87,12 +87,9 @@ func (r streamRuntime) PortForward(ctx context.Context, podSandboxID string, por
 
 // exec runs a process in a container with the container's cgroup.
 func (s *Server) exec(ctx context.Context, containerID string, opts container.ExecOptions) (int, error) {
-	c, err := s.recs.container(containerID)
+	c, err := s.runningContainer(ctx, containerID)
 	if err != nil {
 		return 0, err
-	}
-	if fresh := s.refresh(ctx, c.ID); fresh == nil || fresh.State != containerRunning {
-		return 0, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	opts.CgroupProcs = cgroups.ProcsFiles(c.CgroupPath)
 	return s.engine.Exec(ctx, c.ID, opts)

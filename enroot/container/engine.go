@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,6 +85,26 @@ func (e *Engine) MonitorLogs() ([]string, error) {
 	for _, en := range entries {
 		if id, ok := strings.CutSuffix(en.Name(), ".log"); ok {
 			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// Bundles lists the IDs of the containers that have a bundle or a writable layer.
+func (e *Engine) Bundles() ([]string, error) {
+	var ids []string
+	for _, dir := range []string{e.StateDir, e.RootDir} {
+		entries, err := os.ReadDir(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", dir, err)
+		}
+		for _, en := range entries {
+			if !slices.Contains(ids, en.Name()) {
+				ids = append(ids, en.Name())
+			}
 		}
 	}
 	return ids, nil
