@@ -126,6 +126,17 @@ func Hooks(dir string) []string {
 	return out
 }
 
+// HasHook reports whether <dir>/hooks.d has a hook Enroot runs (executable) whose name
+// contains name ("nvidia": 98-nvidia.sh and site copies of it).
+func HasHook(dir, name string) bool {
+	for _, h := range Hooks(dir) {
+		if strings.Contains(filepath.Base(h), name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Environ reads every environ.d/*.env file of dir, in order.
 func Environ(dir string, lookup func(string) (string, bool)) ([]string, error) {
 	var out []string

@@ -61,6 +61,12 @@ func TestHooksAndEnvironDropIns(t *testing.T) {
 	}
 	assert.Equal(t, []string{filepath.Join(dir, "hooks.d", "10-a.sh"), filepath.Join(dir, "hooks.d", "20-b.sh")}, Hooks(dir),
 		"only executable .sh hooks, in glob order")
+	// A hook Enroot does not run (not executable) is no hook: a GPU container then
+	// gets its driver files from CDI instead.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "hooks.d", "98-nvidia.sh"), []byte("#!/bin/sh\n"), 0o644))
+	assert.False(t, HasHook(dir, "nvidia"))
+	require.NoError(t, os.Chmod(filepath.Join(dir, "hooks.d", "98-nvidia.sh"), 0o755))
+	assert.True(t, HasHook(dir, "nvidia"))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "environ.d", "10-a.env"), []byte("A=1\nB=2\n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "environ.d", "20-b.env"), []byte("B=3\n"), 0o644))
 	env, err := Environ(dir, lookupFrom(nil))

@@ -172,7 +172,7 @@ func (s *Server) applyGPUBinding(ccfg *container.Config, b *mig.Binding, cfg *ru
 	if cfg.GetAnnotations()[AnnotationGPUDriver] == "none" {
 		return nil
 	}
-	if ec != nil && ec.Hooks && hasNvidiaHook(ec.Dir) {
+	if ec != nil && ec.Hooks && enroot.HasHook(ec.Dir, "nvidia") {
 		return nil
 	}
 	cache, err := cdi.NewCache(cdi.WithSpecDirs(s.cfg.GPUs.CDISpecDirs...), cdi.WithAutoRefresh(false))
@@ -201,17 +201,6 @@ func (s *Server) enrootDirOf(ec *container.EnrootConfig) string {
 		return s.cfg.Enroot.ConfigDir
 	}
 	return ec.Dir
-}
-
-// hasNvidiaHook reports whether the Enroot configuration runs NVIDIA's hook
-// (hooks.d/98-nvidia.sh, or any hook named after nvidia): one Enroot runs, executable.
-func hasNvidiaHook(dir string) bool {
-	for _, h := range enroot.Hooks(dir) {
-		if strings.Contains(filepath.Base(h), "nvidia") {
-			return true
-		}
-	}
-	return false
 }
 
 // deviceSource records the host node of a device whose container path differs.

@@ -1,20 +1,16 @@
 package server
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/cri/network"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
-	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
 // PodSandboxStats reports a pod's containers, their summed CPU and memory, its
@@ -116,46 +112,9 @@ func (s *Server) podCgroupStats(pod *podRecord) (cgroups.Stats, bool) {
 	return u, err == nil
 }
 
-// netCounters are one interface's /proc/net/dev counters: receive bytes, packets,
-// errs, drop, fifo, frame, compressed, multicast, then transmit bytes, packets, errs,
-// drop, fifo, colls, carrier, compressed.
-type netCounters struct {
-	Name string
-	C    [16]uint64
-}
-
-// netDev reads the interface counters of a network namespace, loopback left out.
-func netDev(netns string) ([]netCounters, error) {
-	var data []byte
-	err := nsenter.Run(netns, func() error {
-		var err error
-		data, err = os.ReadFile("/proc/thread-self/net/dev")
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read pod network counters: %w", err)
-	}
-	var out []netCounters
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	for sc.Scan() {
-		name, counters, ok := strings.Cut(sc.Text(), ":")
-		f := strings.Fields(counters)
-		name = strings.TrimSpace(name)
-		if !ok || len(f) < 16 || name == "lo" {
-			continue
-		}
-		n := netCounters{Name: name}
-		for i := range n.C {
-			n.C[i], _ = strconv.ParseUint(f[i], 10, 64)
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
 // networkStats reads the interface counters of a network namespace.
 func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error) {
-	ifaces, err := netDev(netns)
+	ifaces, err := network.ReadCounters(netns)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +125,7 @@ func networkStats(netns string, now time.Time) (*runtimeapi.NetworkUsage, error)
 // interface, else the first one. A namespace with no interface but lo (a pod whose
 // network is being torn down) has no usage: the kubelet reads the default interface of
 // any usage it gets and crashes on a nil one (kubelet v1.37 criInterfaceToSummary).
-func networkUsage(ifaces []netCounters, now time.Time) *runtimeapi.NetworkUsage {
+func networkUsage(ifaces []network.Counters, now time.Time) *runtimeapi.NetworkUsage {
 	if len(ifaces) == 0 {
 		return nil
 	}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"k8s.io/cri-streaming/pkg/streaming"
 	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -127,4 +129,10 @@ func sizes(ctx context.Context, in <-chan remotecommandserver.TerminalSize) <-ch
 		}
 	}()
 	return out
+}
+
+// httpServe serves h on l until l closes.
+func httpServe(l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	return srv.Serve(l)
 }

@@ -15,11 +15,6 @@ import (
 
 // Attach frames: the shim sends [stream byte][length uint32][data] to an attached
 // client; the client sends raw stdin bytes.
-const (
-	frameStdout byte = 1
-	frameStderr byte = 2
-)
-
 // hub fans the container's output out to attached clients.
 type hub struct {
 	mu   sync.Mutex
@@ -95,7 +90,7 @@ func (s *shim) serveAttach(conn net.Conn) {
 	}()
 }
 
-// resize sets the container's terminal size from a "resize W H" request.
+// resize sets the container's terminal size from a reqResize request ("resize W H").
 func (s *shim) resize(req string) error {
 	f := strings.Fields(req)
 	if len(f) != 3 || s.master == nil {
@@ -120,7 +115,7 @@ func (e *Engine) Attach(ctx context.Context, id string, in io.Reader, out, errw 
 		return fmt.Errorf("reach shim of %s: %w", id, err)
 	}
 	defer conn.Close()
-	if _, err := fmt.Fprintln(conn, "attach"); err != nil {
+	if _, err := fmt.Fprintln(conn, reqAttach); err != nil {
 		return fmt.Errorf("attach %s: %w", id, err)
 	}
 	go func() {
@@ -146,7 +141,7 @@ func (e *Engine) forwardResize(ctx context.Context, id string, sizes <-chan Term
 			if !ok {
 				return
 			}
-			_ = e.control(ctx, id, fmt.Sprintf("resize %d %d", sz.Width, sz.Height))
+			_ = e.control(ctx, id, fmt.Sprintf("%s %d %d", reqResize, sz.Width, sz.Height))
 		}
 	}
 }
@@ -189,7 +184,7 @@ func (e *Engine) control(ctx context.Context, id, req string) error {
 	if err != nil {
 		return err
 	}
-	if rest, ok := strings.CutPrefix(reply, "error: "); ok {
+	if rest, ok := strings.CutPrefix(reply, errorPrefix); ok {
 		return fmt.Errorf("%s: %s", req, rest)
 	}
 	return nil
@@ -200,5 +195,5 @@ func (e *Engine) ReopenLog(ctx context.Context, id string) error {
 	if _, err := e.running(id); err != nil {
 		return err
 	}
-	return e.control(ctx, id, "reopen-log")
+	return e.control(ctx, id, reqReopenLog)
 }

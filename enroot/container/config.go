@@ -11,14 +11,6 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/atomicfile"
 )
 
-// environFile, in the bundle, holds the environment the container's command got (after
-// the hooks), as JSON; execs take it.
-const environFile = "environ.json"
-
-// startedFile, in the bundle, holds the time the container's command started (JSON),
-// written by the monitor once the init executed it.
-const startedFile = "started.json"
-
 // configVersion is the version of the bundle configuration format written today.
 const configVersion = 2
 
@@ -84,11 +76,11 @@ type CgroupDir struct {
 
 func writeConfig(bundle string, cfg *Config) error {
 	cfg.Version = configVersion
-	return atomicfile.WriteJSON(filepath.Join(bundle, "config.json"), cfg)
+	return atomicfile.WriteJSON(filepath.Join(bundle, bundleConfigFile), cfg)
 }
 
 func readConfig(bundle string) (*Config, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	data, err := os.ReadFile(filepath.Join(bundle, bundleConfigFile))
 	if err != nil {
 		return nil, fmt.Errorf("read container configuration: %w", err)
 	}

@@ -165,7 +165,7 @@ func (e *Engine) startShim(ctx context.Context, id, bundle string) (int, error) 
 		return 0, fmt.Errorf("start shim: %w", err)
 	}
 	go func() { _ = cmd.Wait() }() // reap it when it ends while we run
-	if err := os.WriteFile(filepath.Join(bundle, "shim.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(bundle, shimPidFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		return 0, fmt.Errorf("record shim pid: %w", err)
 	}
 	type answer struct {
@@ -184,13 +184,13 @@ func (e *Engine) startShim(ctx context.Context, id, bundle string) (int, error) 
 		_ = cmd.Process.Kill()
 		return 0, fmt.Errorf("create container: %w", ctx.Err())
 	}
-	if rest, ok := strings.CutPrefix(a.line, "ok "); ok {
+	if rest, ok := strings.CutPrefix(a.line, answerOK+" "); ok {
 		pid, err := strconv.Atoi(rest)
 		if err == nil {
-			return pid, os.WriteFile(filepath.Join(bundle, "init.pid"), []byte(rest), 0o600)
+			return pid, os.WriteFile(filepath.Join(bundle, initPidFile), []byte(rest), 0o600)
 		}
 	}
-	if rest, ok := strings.CutPrefix(a.line, "error: "); ok {
+	if rest, ok := strings.CutPrefix(a.line, errorPrefix); ok {
 		return 0, errdefs.WithKind(errors.New(rest), errdefs.ErrFailedPrecondition)
 	}
 	if a.err != nil {
@@ -217,7 +217,7 @@ func (e *Engine) logTail(id string) string {
 
 // Start releases the container's init into the user's command.
 func (e *Engine) Start(ctx context.Context, id string) error {
-	if err := e.control(ctx, id, "start"); err != nil {
+	if err := e.control(ctx, id, reqStart); err != nil {
 		return errdefs.WithKind(fmt.Errorf("start %s: %w", id, err), errdefs.ErrFailedPrecondition)
 	}
 	return nil
@@ -236,14 +236,14 @@ type State struct {
 func (e *Engine) State(id string) State {
 	bundle := e.Bundle(id)
 	var st State
-	st.InitPid, _ = readPid(filepath.Join(bundle, "init.pid"))
-	if shimPid, err := readPid(filepath.Join(bundle, "shim.pid")); err == nil {
+	st.InitPid, _ = readPid(filepath.Join(bundle, initPidFile))
+	if shimPid, err := readPid(filepath.Join(bundle, shimPidFile)); err == nil {
 		st.ShimAlive = isShim(shimPid, bundle)
 	}
 	if data, err := os.ReadFile(filepath.Join(bundle, startedFile)); err == nil {
 		_ = json.Unmarshal(data, &st.StartedAt)
 	}
-	if data, err := os.ReadFile(filepath.Join(bundle, "exit.json")); err == nil {
+	if data, err := os.ReadFile(filepath.Join(bundle, exitFile)); err == nil {
 		var x Exit
 		if json.Unmarshal(data, &x) == nil {
 			st.Exit = &x
@@ -265,7 +265,7 @@ func (e *Engine) running(id string) (State, error) {
 // first); pidwatch.ErrGone when it already has, or there is none.
 func (e *Engine) WatchShim(w *pidwatch.Watcher, id string) error {
 	bundle := e.Bundle(id)
-	pid, err := readPid(filepath.Join(bundle, "shim.pid"))
+	pid, err := readPid(filepath.Join(bundle, shimPidFile))
 	if err != nil {
 		return pidwatch.ErrGone
 	}
@@ -310,7 +310,7 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Exit, error) {
 // is fine.
 func (e *Engine) Delete(id string) error {
 	bundle := e.Bundle(id)
-	shimPid, err := readPid(filepath.Join(bundle, "shim.pid"))
+	shimPid, err := readPid(filepath.Join(bundle, shimPidFile))
 	if errors.Is(err, os.ErrNotExist) {
 		shimPid = findShim(bundle) // started, but the daemon was killed before it wrote shim.pid
 	}
@@ -318,7 +318,7 @@ func (e *Engine) Delete(id string) error {
 		// A killed init makes the shim record the exit and end; without init.pid (a
 		// create cut off before the shim answered) there is no init to wait for: the
 		// caller kills what is in the container's cgroup.
-		if pid, err := readPid(filepath.Join(bundle, "init.pid")); err == nil {
+		if pid, err := readPid(filepath.Join(bundle, initPidFile)); err == nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			waitGone(shimPid, bundle, 5*time.Second)
 		}

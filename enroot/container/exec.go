@@ -22,16 +22,6 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/sealed"
 )
 
-// Descriptors of the exec helper and stage: the sealed binary (the stage runs from
-// it inside the container) and the exec's description, JSON in an anonymous file
-// (an environment variable would limit its size).
-const (
-	execBinaryFd  = 3
-	execSpecFd    = 4
-	execNsenterFd = 5 // a sealed copy of util-linux's nsenter
-	execConsoleFd = 6 // with a terminal: where the stage sends the terminal's master
-)
-
 // TerminalSize is a terminal's width and height in characters.
 type TerminalSize struct{ Width, Height uint16 }
 

@@ -19,15 +19,6 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/inroot"
 )
 
-// Descriptors the shim hands the container's init (see docs/internals.md).
-const (
-	initSyncFd    = 3 // init writes "ready ENV\n" (ENV: the final environment, JSON) or "error: …\n"; closes on exec
-	initStartFd   = 4 // init reads one byte: it is in its cgroup, go on; then another: start now
-	initConfigFd  = 5 // the init's Config, JSON
-	initConsoleFd = 6 // with a terminal: where the init sends the terminal's master
-	initRootFd    = 7 // with a user namespace: the ID-mapped root to attach; mount sources follow
-)
-
 // defaultPath is the PATH used to find the command when the container sets none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -44,7 +35,7 @@ func RunInit() error {
 	sync := os.NewFile(initSyncFd, "sync")
 	err := prepareAndWait(sync)
 	// Only reached on failure: tell the shim why.
-	fmt.Fprintf(sync, "error: %v\n", err)
+	fmt.Fprintf(sync, "%s%v\n", errorPrefix, err)
 	return err
 }
 
@@ -103,7 +94,7 @@ func prepareAndWait(sync *os.File) error {
 	if err != nil {
 		return fmt.Errorf("encode environment: %w", err)
 	}
-	if _, err := sync.WriteString("ready " + string(env) + "\n"); err != nil {
+	if _, err := sync.WriteString(readyPrefix + string(env) + "\n"); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
 	if _, err := io.ReadFull(start, make([]byte, 1)); err != nil {

@@ -23,14 +23,6 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/nsenter"
 )
 
-// Descriptors the daemon hands the shim: the one on which the shim tells the daemon
-// that the container is created ("ok PID") or why it is not ("error: …"), and the
-// sealed copy of the binary the init runs from.
-const (
-	shimReadyFd  = 3
-	shimSealedFd = 4
-)
-
 // drainTimeout bounds how long the shim waits, after the container's first process
 // exits, for output still held by processes it left behind.
 const drainTimeout = 2 * time.Second
@@ -75,16 +67,16 @@ func RunShim(bundle string) error {
 	}
 	sealedBin.Close()
 	if err != nil {
-		fmt.Fprintf(ready, "error: %v\n", err)
+		fmt.Fprintf(ready, "%s%v\n", errorPrefix, err)
 		return err
 	}
 	l, err := listenControl(bundle)
 	if err != nil {
 		_ = s.cmd.Process.Kill()
-		fmt.Fprintf(ready, "error: %v\n", err)
+		fmt.Fprintf(ready, "%s%v\n", errorPrefix, err)
 		return err
 	}
-	fmt.Fprintf(ready, "ok %d\n", s.cmd.Process.Pid)
+	fmt.Fprintf(ready, "%s %d\n", answerOK, s.cmd.Process.Pid)
 	ready.Close()
 	go s.serve(l)
 	err = s.wait()
@@ -235,7 +227,7 @@ func (s *shim) startInit() error {
 // waitReady waits for the init's report and records the environment it ends with.
 func (s *shim) waitReady() error {
 	line, err := readLine(s.sync)
-	if rest, ok := strings.CutPrefix(line, "ready "); ok && err == nil {
+	if rest, ok := strings.CutPrefix(line, readyPrefix); ok && err == nil {
 		var env []string
 		if err := json.Unmarshal([]byte(rest), &env); err != nil {
 			_ = s.cmd.Process.Kill()
@@ -253,7 +245,7 @@ func (s *shim) waitReady() error {
 }
 
 func trimError(line string) string {
-	rest, _ := strings.CutPrefix(line, "error: ")
+	rest, _ := strings.CutPrefix(line, errorPrefix)
 	return rest
 }
 
@@ -406,14 +398,8 @@ func (s *shim) wait() error {
 		c.Close()
 	}
 	s.hub.closeAll()
-	return atomicfile.WriteJSON(filepath.Join(s.bundle, "exit.json"), exit)
+	return atomicfile.WriteJSON(filepath.Join(s.bundle, exitFile), exit)
 }
-
-// controlSocket is the name of a shim's control socket in its bundle: a filesystem
-// socket in the root-only state directory, out of every container's reach (abstract
-// sockets belong to a network namespace, which host-network pods share; containerd's
-// CVE-2020-15257).
-const controlSocket = "control.sock"
 
 // bundlePath calls fn with a short name of path/name (unix socket names are limited to
 // 108 bytes; the bundle's may be longer), through a descriptor of path.
@@ -458,7 +444,7 @@ func dialControl(ctx context.Context, bundle string) (net.Conn, error) {
 	return conn, err
 }
 
-// serve answers control requests: "start" releases the init. A second "start" gets
+// serve answers control requests (protocol.go): reqStart releases the init. A second one gets
 // the first one's answer: a daemon killed after it released the init, before it saved
 // that, asks again after its restart.
 func (s *shim) serve(l net.Listener) {
@@ -483,29 +469,29 @@ func (s *shim) serve(l net.Listener) {
 				return
 			}
 			switch {
-			case req == "attach":
+			case req == reqAttach:
 				s.serveAttach(conn)
 				conn = nil // the hub owns it now
 				return
-			case strings.HasPrefix(req, "resize "):
+			case strings.HasPrefix(req, reqResize+" "):
 				if err := s.resize(req); err != nil {
-					fmt.Fprintf(conn, "error: %v\n", err)
+					fmt.Fprintf(conn, "%s%v\n", errorPrefix, err)
 				} else {
-					fmt.Fprintln(conn, "ok")
+					fmt.Fprintln(conn, answerOK)
 				}
-			case req == "reopen-log":
+			case req == reqReopenLog:
 				if err := s.reopenLog(); err != nil {
-					fmt.Fprintf(conn, "error: %v\n", err)
+					fmt.Fprintf(conn, "%s%v\n", errorPrefix, err)
 				} else {
-					fmt.Fprintln(conn, "ok")
+					fmt.Fprintln(conn, answerOK)
 				}
-			case req == "start":
+			case req == reqStart:
 				s.starting.Lock() // the shim does not end before the answer is sent
 				once.Do(func() { started = s.release() })
 				fmt.Fprintln(conn, started)
 				s.starting.Unlock()
 			default:
-				fmt.Fprintf(conn, "error: unknown request %q\n", req)
+				fmt.Fprintf(conn, "%sunknown request %q\n", errorPrefix, req)
 			}
 		}()
 	}
@@ -515,7 +501,7 @@ func (s *shim) serve(l net.Listener) {
 func (s *shim) release() string {
 	// The init's first byte (it is in its cgroup) was sent at create.
 	if _, err := s.start.Write([]byte{1}); err != nil {
-		return fmt.Sprintf("error: release container: %v", err)
+		return fmt.Sprintf("%srelease container: %v", errorPrefix, err)
 	}
 	s.start.Close()
 	line, err := readLine(s.sync)
@@ -526,9 +512,9 @@ func (s *shim) release() string {
 		if err := atomicfile.WriteJSON(filepath.Join(s.bundle, startedFile), time.Now()); err != nil {
 			fmt.Fprintf(os.Stderr, "record the start: %v\n", err)
 		}
-		return "ok"
+		return answerOK
 	}
-	return "error: " + trimError(line)
+	return errorPrefix + trimError(line)
 }
 
 // fromRoot reports whether the peer of a control connection runs as root.

@@ -89,6 +89,22 @@ func CreateFile(rootfd int, rel string) (int, error) {
 // and other path-taking calls use it so that they act on exactly that file.
 func ProcPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
 
+// Resolve resolves rel inside the tree at root as a chroot would (symlinks stay inside
+// it) and returns the host path of what it names, which must exist.
+func Resolve(root, rel string) (string, error) {
+	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("open %s: %w", root, err)
+	}
+	defer unix.Close(rootfd)
+	fd, err := OpenPath(rootfd, rel)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	return os.Readlink(ProcPath(fd))
+}
+
 // ReadFile reads file rel of the tree at root (a directory path), resolving every
 // component inside the tree.
 func ReadFile(root, rel string) ([]byte, error) {

@@ -6,10 +6,11 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/cgroups"
+	"github.com/enroot-cri/enroot-cri/cri/network"
+	"github.com/enroot-cri/enroot-cri/internal/diskusage"
 	"github.com/enroot-cri/enroot-cri/internal/hostdev"
 	"github.com/enroot-cri/enroot-cri/internal/procs"
 )
@@ -114,7 +115,7 @@ func (s *Server) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.List
 		pm := &runtimeapi.PodSandboxMetrics{PodSandboxId: pod.ID}
 		md := pod.config.GetMetadata()
 		if pod.Sandbox.NetNS != "" {
-			if ifaces, err := netDev(pod.Sandbox.NetNS); err == nil {
+			if ifaces, err := network.ReadCounters(pod.Sandbox.NetNS); err == nil {
 				for _, n := range ifaces {
 					labels := []string{md.GetName(), md.GetNamespace(), "POD", pod.ID, "", n.Name}
 					for name, i := range map[string]int{
@@ -208,18 +209,14 @@ func (s *Server) containerMetrics(now time.Time, pod *podRecord, c *containerRec
 		}
 	}
 	if dir, u, err := s.engine.LayerUsage(c.ID); err == nil {
-		var fs unix.Statfs_t
-		if unix.Statfs(dir, &fs) == nil {
+		if fs, err := diskusage.Filesystem(dir); err == nil {
 			add("container_fs_usage_bytes", u.Bytes, dir)
-			add("container_fs_limit_bytes", fs.Blocks*uint64(fs.Bsize), dir)
-			add("container_fs_inodes_total", fs.Files, dir)
-			add("container_fs_inodes_free", fs.Ffree, dir)
-		}
-		// The writable layer's device is always listed, with what the container did
-		// on it (nothing yet, when the accounting has no entry for it).
-		var st unix.Stat_t
-		if unix.Stat(dir, &st) == nil {
-			io = withDevice(io, uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)))
+			add("container_fs_limit_bytes", fs.Bytes, dir)
+			add("container_fs_inodes_total", fs.Inodes, dir)
+			add("container_fs_inodes_free", fs.InodesFree, dir)
+			// The writable layer's device is always listed, with what the container
+			// did on it (nothing yet, when the accounting has no entry for it).
+			io = withDevice(io, fs.Major, fs.Minor)
 		}
 	}
 	for _, d := range io {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/errdefs"
@@ -53,7 +51,7 @@ func (s *Server) imageVolumes(ctx context.Context, u *undo, cfg *runtimeapi.Cont
 			if filepath.IsAbs(sub) || strings.HasPrefix(filepath.Clean(sub), "..") {
 				return nil, nil, fmt.Errorf("%s.image_sub_path %q must be a relative path inside the image: %w", field, sub, errdefs.ErrInvalidArgument)
 			}
-			source, err = securePath(root, sub)
+			source, err = inroot.Resolve(root, sub)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s.image_sub_path %q: %w", field, sub, errdefs.WithKind(err, errdefs.ErrInvalidArgument))
 			}
@@ -62,20 +60,4 @@ func (s *Server) imageVolumes(ctx context.Context, u *undo, cfg *runtimeapi.Cont
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "rprivate"}})
 	}
 	return mounts, ids, nil
-}
-
-// securePath resolves rel inside root as a chroot would (symlinks stay inside it) and
-// returns the host path of what it names, which must exist.
-func securePath(root, rel string) (string, error) {
-	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", fmt.Errorf("open %s: %w", root, err)
-	}
-	defer unix.Close(rootfd)
-	fd, err := inroot.OpenPath(rootfd, rel)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
-	return os.Readlink(inroot.ProcPath(fd))
 }
