@@ -190,15 +190,3 @@ func TestAFailedStartIsAStartError(t *testing.T) {
 	assert.Equal(t, "StartError", st.GetReason())
 	assert.Contains(t, st.GetMessage(), "injected failure")
 }
-
-// TestStopSendsTheImagesStopSignal: a stop with a timeout sends the image's stop
-// signal first; the exit is recorded before StopContainer returns.
-func TestStopSendsTheImagesStopSignal(t *testing.T) {
-	n := newFakeNode(t, nil)
-	_, id := n.startedContainer(t)
-	_, err := n.srv.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 10})
-	require.NoError(t, err)
-	st := n.status(t, id)
-	assert.Equal(t, runtimeapi.ContainerState_CONTAINER_EXITED, st.GetState())
-	assert.Equal(t, int32(128+15), st.GetExitCode(), "SIGTERM, the default stop signal")
-}
