@@ -39,7 +39,14 @@ func TestLogRotation(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "the new file gets the output")
 	old, err := os.ReadFile(logPath + ".1")
 	require.NoError(t, err)
-	time.Sleep(300 * time.Millisecond)
+	// Wait for more output to reach the new file: the old one, read before, must not
+	// have grown meanwhile.
+	cur, err := os.ReadFile(logPath)
+	require.NoError(t, err)
+	poll(t, func() bool {
+		data, err := os.ReadFile(logPath)
+		return err == nil && strings.Count(string(data), "\n") > strings.Count(string(cur), "\n")
+	}, 10*time.Second, 20*time.Millisecond, "the container goes on writing to the new file")
 	again, err := os.ReadFile(logPath + ".1")
 	require.NoError(t, err)
 	assert.Equal(t, len(old), len(again), "the rotated file is no longer written")
