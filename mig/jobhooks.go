@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/enroot-cri/enroot-cri/ledger"
 )
 
 // JobHooks is what `enroot-cri slurm prolog|epilog` does for a Slurm job on this node:
@@ -12,7 +14,7 @@ import (
 // the epilog gives them back. Host access comes in as fields so that tests run it on
 // temporary trees.
 type JobHooks struct {
-	Ledger *Ledger
+	Ledger *ledger.Ledger
 	Getenv func(string) string
 	// Inventory reads the node's GPUs (the prolog only).
 	Inventory func() Inventory
@@ -41,7 +43,7 @@ func (h JobHooks) Prolog() (string, error) {
 	if h.Now != nil {
 		now = h.Now
 	}
-	holder := Holder{Kind: HolderSlurm, ID: job.ID, Name: job.User, Since: now()}
+	holder := ledger.Holder{Kind: ledger.HolderSlurm, ID: job.ID, Name: job.User, Since: now()}
 	var uuids []string
 	for _, d := range job.Devices {
 		uuids = append(uuids, d.UUID)
@@ -63,7 +65,7 @@ func (h JobHooks) Epilog() (string, []string, error) {
 	if id == "" {
 		return "", nil, errors.New("SLURM_JOB_ID is not set: run this as Slurm's Epilog")
 	}
-	freed, err := h.Ledger.Release(HolderSlurm, id)
+	freed, err := h.Ledger.Release(ledger.HolderSlurm, id)
 	return id, freed, err
 }
 
@@ -71,7 +73,7 @@ func (h JobHooks) Epilog() (string, []string, error) {
 // pod holds, or any failure when strict), 0 lets it run (a failure of ours alone does
 // not stop a job).
 func (h JobHooks) ExitCode(err error) int {
-	var held *HeldError
+	var held *ledger.HeldError
 	if err != nil && (errors.As(err, &held) || h.Strict) {
 		return 1
 	}

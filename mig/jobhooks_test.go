@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/enroot-cri/enroot-cri/ledger"
 )
 
 func TestJobHooks(t *testing.T) {
@@ -19,10 +21,10 @@ func TestJobHooks(t *testing.T) {
 	require.NoError(t, os.MkdirAll(job7, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(job7, "cpuset.cpus"), []byte("2-3\n"), 0o644))
 	newHooks := func(vars map[string]string) JobHooks {
-		return JobHooks{Ledger: &Ledger{Path: filepath.Join(cgroupRoot, "ledger.json")}, Getenv: env(vars),
+		return JobHooks{Ledger: &ledger.Ledger{Path: filepath.Join(cgroupRoot, "ledger.json")}, Getenv: env(vars),
 			Inventory: machine, CgroupRoot: cgroupRoot, Now: func() time.Time { return time.Unix(1700000000, 0) }}
 	}
-	pod := Holder{Kind: HolderPod, ID: "c0ffee0123456789", Name: "ns/pod/c"}
+	pod := ledger.Holder{Kind: ledger.HolderPod, ID: "c0ffee0123456789", Name: "ns/pod/c"}
 
 	cases := []struct {
 		name      string
@@ -80,7 +82,7 @@ func TestJobHooks(t *testing.T) {
 			claims, err := h.Ledger.Read()
 			require.NoError(t, err)
 			for _, g := range c.wantGPUs {
-				assert.Equal(t, HolderSlurm, claims.Devices[g].Kind, g)
+				assert.Equal(t, ledger.HolderSlurm, claims.Devices[g].Kind, g)
 			}
 			assert.Equal(t, c.wantCPUs, nilIfEmpty(claims.SlurmCPUs()))
 

@@ -22,6 +22,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -229,11 +230,11 @@ mknod /tmp/gpu2 c 195 2 && head -c1 /tmp/gpu2 2>&1 | sed 's/^/gpu2: /'`, own, 10
 	require.NoError(t, err)
 	b, err := e.createGPU(pod, cfg, "b", "true", []string{mig6[0].UUID}, none)
 	require.NoError(t, err)
-	ledger := &mig.Ledger{Path: filepath.Join(e.dir, "root", "gpu-ledger.json")}
-	require.NoError(t, ledger.Claim([]string{e.inv.GPUs[5].UUID}, mig.Holder{Kind: mig.HolderPod, ID: "gone", Since: time.Now()}))
+	led := &ledger.Ledger{Path: filepath.Join(e.dir, "root", "gpu-ledger.json")}
+	require.NoError(t, led.Claim([]string{e.inv.GPUs[5].UUID}, ledger.Holder{Kind: ledger.HolderPod, ID: "gone", Since: time.Now()}))
 	require.NoError(t, e.stop(t))
 	e.start(t)
-	claims, err := ledger.Read()
+	claims, err := led.Read()
 	require.NoError(t, err)
 	assert.NotContains(t, claims.Devices, e.inv.GPUs[5].UUID, "the claim of a container that does not exist is dropped")
 	assert.Equal(t, b, claims.Devices[mig6[0].UUID].ID)

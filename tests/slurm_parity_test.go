@@ -21,7 +21,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/enroot-cri/enroot-cri/internal/cpulist"
-	"github.com/enroot-cri/enroot-cri/mig"
+	"github.com/enroot-cri/enroot-cri/ledger"
 )
 
 // slurmCluster is munged, slurmctld and one slurmd on 127.0.0.1 with their own ports,
@@ -380,19 +380,19 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	srun.Stdout, srun.Stderr = &srunOut, &srunOut
 	require.NoError(t, srun.Start())
 	defer func() { _ = srun.Process.Kill(); _ = srun.Wait() }()
-	ledger := &mig.Ledger{Path: filepath.Join(e.dir, "root", "gpu-ledger.json")}
+	led := &ledger.Ledger{Path: filepath.Join(e.dir, "root", "gpu-ledger.json")}
 	var job string
 	phaseLog := func(phase string) string {
 		data, _ := os.ReadFile(filepath.Join(scripts, phase+".log"))
 		return string(data)
 	}
 	ok := assert.Eventually(t, func() bool {
-		c, err := ledger.Read()
+		c, err := led.Read()
 		if err != nil {
 			return false
 		}
 		for _, h := range c.Devices {
-			if h.Kind == mig.HolderSlurm {
+			if h.Kind == ledger.HolderSlurm {
 				job = h.ID
 			}
 		}
@@ -401,7 +401,7 @@ func TestSlurmPrologEpilog(t *testing.T) {
 	if !ok {
 		t.Fatalf("srun: %s\nprolog: %s\n%s", srunOut.String(), phaseLog("prolog"), cluster.logs())
 	}
-	claims, err := ledger.Read()
+	claims, err := led.Read()
 	require.NoError(t, err)
 	assert.Equal(t, job, claims.Devices[e.inv.GPUs[0].UUID].ID, "SLURM_JOB_GPUS=0 is NVML's GPU 0")
 	jobCPUs := claims.CPUs[job]
@@ -422,7 +422,7 @@ func TestSlurmPrologEpilog(t *testing.T) {
 
 	require.NoError(t, srun.Wait(), srunOut.String())
 	poll(t, func() bool {
-		c, err := ledger.Read()
+		c, err := led.Read()
 		return err == nil && len(c.CPUs) == 0 && c.Devices[e.inv.GPUs[0].UUID].ID == ""
 	}, 30*time.Second, 100*time.Millisecond, "the epilog did not release the job's claims")
 	assert.Eventually(t, func() bool { return e.cgroupFile(t, free, "cpuset", "cpuset.cpus") == allCPUs },

@@ -17,6 +17,7 @@ import (
 
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/imagesocket"
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -49,7 +50,7 @@ func gpus(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	inv := mig.ReadInventory(context.Background(), cfg.NVMLHelperPath())
-	claims, err := (&mig.Ledger{Path: cfg.LedgerPath()}).Read()
+	claims, err := (&ledger.Ledger{Path: cfg.LedgerPath()}).Read()
 	if err != nil {
 		fmt.Fprintf(stderr, "enroot-cri: %v\n", err)
 		return 1
@@ -58,8 +59,8 @@ func gpus(args []string, stdout, stderr io.Writer) int {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(struct {
-			Inventory mig.Inventory `json:"inventory"`
-			Ledger    *mig.Claims   `json:"ledger"`
+			Inventory mig.Inventory  `json:"inventory"`
+			Ledger    *ledger.Claims `json:"ledger"`
 		}{inv, claims})
 		return 0
 	}
@@ -115,7 +116,7 @@ func slurm(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	hooks := mig.JobHooks{
-		Ledger:     &mig.Ledger{Path: cfg.LedgerPath()},
+		Ledger:     &ledger.Ledger{Path: cfg.LedgerPath()},
 		Getenv:     os.Getenv,
 		Inventory:  func() mig.Inventory { return mig.ReadInventory(context.Background(), cfg.NVMLHelperPath()) },
 		CgroupRoot: "/sys/fs/cgroup",

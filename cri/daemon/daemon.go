@@ -20,7 +20,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
 	"github.com/enroot-cri/enroot-cri/internal/version"
-	"github.com/enroot-cri/enroot-cri/mig"
+	"github.com/enroot-cri/enroot-cri/ledger"
 )
 
 // gracePeriod is how long in-flight calls may run after a stop is asked for; then
@@ -44,8 +44,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	}
 	defer os.Remove(cfg.Socket)
 
-	ledger := &mig.Ledger{Path: cfg.LedgerPath()}
-	srv, err := server.New(cfg, log, server.Options{Ledger: ledger})
+	led := &ledger.Ledger{Path: cfg.LedgerPath()}
+	srv, err := server.New(cfg, log, server.Options{Ledger: led})
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- 
 	if cfg.GPUs.DevicePlugin {
 		resources := deviceplugin.Resources(srv.GPUs())
 		log.Info("device plugin", "dir", cfg.GPUs.DevicePluginDir, "resources", len(resources))
-		dp := &deviceplugin.Manager{Dir: cfg.GPUs.DevicePluginDir, Ledger: ledger, Log: log, Poll: time.Second}
+		dp := &deviceplugin.Manager{Dir: cfg.GPUs.DevicePluginDir, Ledger: led, Log: log, Poll: time.Second}
 		go dp.Run(ctx, resources)
 	}
 	if cfg.Metrics.Address != "" {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -47,7 +48,7 @@ func Resources(inv mig.Inventory) []Resource {
 // Manager runs one plugin server per resource and keeps it registered.
 type Manager struct {
 	Dir    string // the kubelet's device-plugins directory
-	Ledger *mig.Ledger
+	Ledger *ledger.Ledger
 	Log    *slog.Logger
 	// Poll is how often the ledger and the kubelet socket are looked at.
 	Poll time.Duration
@@ -135,7 +136,7 @@ func register(ctx context.Context, kubelet, endpoint, resource string) error {
 type plugin struct {
 	pluginapi.UnimplementedDevicePluginServer
 	resource Resource
-	ledger   *mig.Ledger
+	ledger   *ledger.Ledger
 	poll     time.Duration
 }
 
@@ -148,7 +149,7 @@ func (p *plugin) devices() []*pluginapi.Device {
 	held := map[string]bool{}
 	if c, err := p.ledger.Read(); err == nil {
 		for uuid, h := range c.Devices {
-			held[uuid] = h.Kind == mig.HolderSlurm
+			held[uuid] = h.Kind == ledger.HolderSlurm
 		}
 	}
 	out := make([]*pluginapi.Device, len(p.resource.UUIDs))

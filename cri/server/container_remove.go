@@ -11,7 +11,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/cgroups"
 	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
-	"github.com/enroot-cri/enroot-cri/mig"
+	"github.com/enroot-cri/enroot-cri/ledger"
 )
 
 // RemoveContainer kills the container if it runs and removes it: processes, writable
@@ -52,7 +52,7 @@ func (s *Server) removeContainer(ctx context.Context, id string) error {
 		return err
 	}
 	s.removeCgroupParents(c.CgroupPath, c.CgroupParents)
-	if _, err := s.ledger.Release(mig.HolderPod, id); err != nil {
+	if _, err := s.ledger.Release(ledger.HolderPod, id); err != nil {
 		return err
 	}
 	for _, v := range append([]string{c.ImageID}, c.ImageVolumes...) {

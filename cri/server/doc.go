@@ -14,6 +14,6 @@
 // itself: errors carry errdefs kinds and the interceptor (interceptor.go) maps them to
 // codes, logs the call, and answers Unavailable until recovery has finished.
 //
-// It may import enroot/, cgroups/, mig/, config, errdefs, internal/ packages, and of
+// It may import enroot/, cgroups/, mig/, ledger, config, errdefs, internal/ packages, and of
 // cri/ only cri/network and cri/metrics (and cri/server/fake in its tests).
 package server

@@ -15,6 +15,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/server/fake"
 	"github.com/enroot-cri/enroot-cri/enroot/image"
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -41,7 +42,7 @@ type fakeNode struct {
 	*fake.Host
 	srv    *Server
 	cfg    config.Config
-	ledger *mig.Ledger
+	ledger *ledger.Ledger
 	// imageRoot is the root filesystem the test image mounts as: its /etc/passwd
 	// and /etc/group are the image's users.
 	imageRoot string
@@ -85,7 +86,7 @@ func newFakeNode(t *testing.T, edit func(*config.Config, *Options)) *fakeNode {
 	require.NoError(t, err)
 	require.NoError(t, srv.Ready(host.Images))
 	n.srv = srv
-	n.ledger = &mig.Ledger{Path: cfg.LedgerPath()}
+	n.ledger = &ledger.Ledger{Path: cfg.LedgerPath()}
 	return n
 }
 

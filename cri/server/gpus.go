@@ -16,6 +16,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -65,7 +66,7 @@ func gpuNames(cfg *runtimeapi.ContainerConfig, acceptEnv bool) []string {
 // is FailedPrecondition naming the holder. The claim is undone with the create.
 func (s *Server) gpuBinding(u *undo, id string, pod *podRecord, cfg *runtimeapi.ContainerConfig) (*mig.Binding, error) {
 	md := pod.config.GetMetadata()
-	holder := mig.Holder{Kind: mig.HolderPod, ID: id, Since: time.Now(),
+	holder := ledger.Holder{Kind: ledger.HolderPod, ID: id, Since: time.Now(),
 		Name: md.GetNamespace() + "/" + md.GetName() + "/" + cfg.GetMetadata().GetName()}
 	var devs []mig.Device
 	annotations := cfg.GetAnnotations()
@@ -120,14 +121,14 @@ func (s *Server) gpuBinding(u *undo, id string, pod *podRecord, cfg *runtimeapi.
 			uuids = append(uuids, d.UUID)
 		}
 		if err := s.ledger.Claim(uuids, holder); err != nil {
-			var held *mig.HeldError
+			var held *ledger.HeldError
 			if errors.As(err, &held) {
 				return nil, errdefs.WithKind(err, errdefs.ErrFailedPrecondition)
 			}
 			return nil, err
 		}
 	}
-	u.push(func() error { _, err := s.ledger.Release(mig.HolderPod, id); return err })
+	u.push(func() error { _, err := s.ledger.Release(ledger.HolderPod, id); return err })
 	b, err := mig.Bind(devs, mig.Host{DevRoot: s.cfg.GPUs.DevRoot, CapMinors: s.cfg.GPUs.MigMinors})
 	if err != nil {
 		return nil, errdefs.WithKind(err, errdefs.ErrFailedPrecondition)

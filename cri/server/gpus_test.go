@@ -14,6 +14,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/config"
 	"github.com/enroot-cri/enroot-cri/cri/server/fake"
 	"github.com/enroot-cri/enroot-cri/errdefs"
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -106,7 +107,7 @@ func TestGPURequests(t *testing.T) {
 	assert.NotContains(t, devicesOf(plain), "/dev/nvidiactl")
 
 	// A Slurm job's claim is honoured: the slice is not handed out.
-	require.NoError(t, n.ledger.Claim([]string{"MIG-0001"}, mig.Holder{Kind: mig.HolderSlurm, ID: "42", Since: time.Now()}))
+	require.NoError(t, n.ledger.Claim([]string{"MIG-0001"}, ledger.Holder{Kind: ledger.HolderSlurm, ID: "42", Since: time.Now()}))
 	_, err = n.create(podID, pod, gpuContainer("job-held", nil, "nvidia.com/gpu=MIG-0001"))
 	require.ErrorIs(t, err, errdefs.ErrFailedPrecondition)
 	assert.ErrorContains(t, err, "42")

@@ -3,7 +3,7 @@ package server
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/enroot-cri/enroot-cri/mig"
+	"github.com/enroot-cri/enroot-cri/ledger"
 )
 
 var (
@@ -47,7 +47,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if claims, err := s.ledger.Read(); err == nil {
-		held := map[string]float64{mig.HolderPod: 0, mig.HolderSlurm: 0}
+		held := map[string]float64{ledger.HolderPod: 0, ledger.HolderSlurm: 0}
 		for _, h := range claims.Devices {
 			held[h.Kind]++
 		}

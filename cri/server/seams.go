@@ -15,6 +15,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/enroot/sandbox"
 	"github.com/enroot-cri/enroot-cri/internal/diskusage"
 	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -88,11 +89,11 @@ type Network interface {
 }
 
 // Ledger is the node's record of who holds which GPU, MIG slice and Slurm CPU
-// (mig.Ledger), shared with slurmd's prolog and epilog.
+// (ledger.Ledger), shared with slurmd's prolog and epilog.
 type Ledger interface {
-	Read() (*mig.Claims, error)
-	Claim(uuids []string, h mig.Holder) error
-	Allocate(candidates []string, n int, h mig.Holder) ([]string, error)
+	Read() (*ledger.Claims, error)
+	Claim(uuids []string, h ledger.Holder) error
+	Allocate(candidates []string, n int, h ledger.Holder) ([]string, error)
 	Release(kind, id string) ([]string, error)
 	Reconcile(keep func(containerID string) bool) ([]string, error)
 	// ModTime is when the ledger last changed.
@@ -133,7 +134,7 @@ var (
 	_ ImageMounts = (*container.ImageMounts)(nil)
 	_ Images      = (*image.Store)(nil)
 	_ Network     = (*network.Manager)(nil)
-	_ Ledger      = (*mig.Ledger)(nil)
+	_ Ledger      = (*ledger.Ledger)(nil)
 	_ Sandboxes   = hostSandboxes{}
 	_ Cgroups     = hostCgroups{}
 )

@@ -22,6 +22,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 	"github.com/enroot-cri/enroot-cri/internal/sealed"
+	"github.com/enroot-cri/enroot-cri/ledger"
 	"github.com/enroot-cri/enroot-cri/mig"
 )
 
@@ -143,7 +144,7 @@ func New(cfg config.Config, log *slog.Logger, opts Options) (*Server, error) {
 		s.network = &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")}
 	}
 	if s.ledger == nil {
-		s.ledger = &mig.Ledger{Path: cfg.LedgerPath()}
+		s.ledger = &ledger.Ledger{Path: cfg.LedgerPath()}
 	}
 	if s.cgroups == nil {
 		s.cgroups = hostCgroups{}

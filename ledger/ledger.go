@@ -1,4 +1,4 @@
-package mig
+package ledger
 
 import (
 	"encoding/json"
