@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"slices"
 	"testing"
 
@@ -103,16 +102,7 @@ func TestCreateContainerBuildsTheSpec(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newFakeNode(t, nil)
-			pod := podConfig("p")
-			if tc.pod != nil {
-				tc.pod(pod)
-			}
-			podID := n.runPod(t, pod, "")
-			cfg := containerConfig("c")
-			if tc.ctr != nil {
-				tc.ctr(cfg)
-			}
-			id, err := n.create(podID, pod, cfg)
+			_, id, err := n.podWithContainer(t, "", tc.pod, tc.ctr)
 			require.NoError(t, err)
 			ccfg := n.Engine.Config(id)
 			require.NotNil(t, ccfg)
@@ -240,21 +230,13 @@ func TestConcurrentCreatesOfOneNameGiveOneContainer(t *testing.T) {
 	n := newFakeNode(t, nil)
 	pod := podConfig("p")
 	podID := n.runPod(t, pod, "")
-	errs := make(chan error, 8)
-	for range cap(errs) {
-		go func() {
-			_, err := n.create(podID, pod, containerConfig("same"))
-			errs <- err
-		}()
-	}
-	ok := 0
-	for range cap(errs) {
-		if err := <-errs; err == nil {
-			ok++
-		} else {
-			assert.True(t, errors.Is(err, errdefs.ErrAlreadyExists), "%v", err)
-		}
-	}
+	ok, errs := concurrently(8, func() error {
+		_, err := n.create(podID, pod, containerConfig("same"))
+		return err
+	})
 	assert.Equal(t, 1, ok)
+	for _, err := range errs {
+		assert.ErrorIs(t, err, errdefs.ErrAlreadyExists)
+	}
 	assert.Len(t, n.Engine.IDs(), 1)
 }

@@ -126,6 +126,41 @@ func (n *fakeNode) create(podID string, pod *runtimeapi.PodSandboxConfig, cfg *r
 	return resp.GetContainerId(), err
 }
 
+// podWithContainer runs a pod of podConfig("p") changed by editPod, of handler, and
+// creates in it a container of containerConfig("c") changed by editCtr.
+func (n *fakeNode) podWithContainer(t *testing.T, handler string, editPod func(*runtimeapi.PodSandboxConfig),
+	editCtr func(*runtimeapi.ContainerConfig)) (podID, id string, err error) {
+	t.Helper()
+	pod := podConfig("p")
+	if editPod != nil {
+		editPod(pod)
+	}
+	podID = n.runPod(t, pod, handler)
+	cfg := containerConfig("c")
+	if editCtr != nil {
+		editCtr(cfg)
+	}
+	id, err = n.create(podID, pod, cfg)
+	return podID, id, err
+}
+
+// concurrently makes times calls at once and counts those that succeed; the others'
+// errors are returned.
+func concurrently(times int, call func() error) (ok int, errs []error) {
+	results := make(chan error, times)
+	for range times {
+		go func() { results <- call() }()
+	}
+	for range times {
+		if err := <-results; err != nil {
+			errs = append(errs, err)
+		} else {
+			ok++
+		}
+	}
+	return ok, errs
+}
+
 // pendingCreates are the creates written down and not finished or undone.
 func (n *fakeNode) pendingCreates(t *testing.T) []string {
 	t.Helper()

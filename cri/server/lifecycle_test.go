@@ -49,9 +49,7 @@ const (
 // startedContainer runs a pod with a started container in it.
 func (n *fakeNode) startedContainer(t *testing.T) (podID, id string) {
 	t.Helper()
-	pod := podConfig("p")
-	podID = n.runPod(t, pod, "")
-	id, err := n.create(podID, pod, containerConfig("c"))
+	podID, id, err := n.podWithContainer(t, "", nil, nil)
 	require.NoError(t, err)
 	_, err = n.srv.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
 	require.NoError(t, err)
@@ -158,9 +156,7 @@ func TestALostMonitorWithProcessesLeftIsPolledUntilTheyEnd(t *testing.T) {
 // the command, before it saved that, finds at its next look that the container runs.
 func TestAStartTheDaemonDidNotSaveIsFound(t *testing.T) {
 	n := newFakeNode(t, nil)
-	pod := podConfig("p")
-	podID := n.runPod(t, pod, "")
-	id, err := n.create(podID, pod, containerConfig("c"))
+	_, id, err := n.podWithContainer(t, "", nil, nil)
 	require.NoError(t, err)
 	log := n.events(t)
 	n.Engine.StartUnsaved(id)
@@ -177,9 +173,7 @@ func TestAStartTheDaemonDidNotSaveIsFound(t *testing.T) {
 // TestAFailedStartIsAStartError checks the record of a start the monitor refused.
 func TestAFailedStartIsAStartError(t *testing.T) {
 	n := newFakeNode(t, nil)
-	pod := podConfig("p")
-	podID := n.runPod(t, pod, "")
-	id, err := n.create(podID, pod, containerConfig("c"))
+	_, id, err := n.podWithContainer(t, "", nil, nil)
 	require.NoError(t, err)
 	n.Faults.Fail("Engine.Start", fake.ErrInjected)
 	_, err = n.srv.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})

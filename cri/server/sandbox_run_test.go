@@ -110,22 +110,14 @@ func TestRunPodSandboxRefusesBadRequests(t *testing.T) {
 // attempt cannot both succeed (the kubelet retries a call that timed out).
 func TestConcurrentPodsOfOneNameGiveOnePod(t *testing.T) {
 	n := newFakeNode(t, nil)
-	errs := make(chan error, 8)
-	for range cap(errs) {
-		go func() {
-			_, err := n.srv.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: podConfig("same")})
-			errs <- err
-		}()
-	}
-	ok := 0
-	for range cap(errs) {
-		if err := <-errs; err == nil {
-			ok++
-		} else {
-			assert.ErrorIs(t, err, errdefs.ErrAlreadyExists)
-		}
-	}
+	ok, errs := concurrently(8, func() error {
+		_, err := n.srv.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: podConfig("same")})
+		return err
+	})
 	assert.Equal(t, 1, ok)
+	for _, err := range errs {
+		assert.ErrorIs(t, err, errdefs.ErrAlreadyExists)
+	}
 	assert.Len(t, n.Sandboxes.Live(), 1)
 }
 

@@ -135,16 +135,7 @@ func TestSecurityContexts(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newFakeNode(t, tc.edit)
-			pod := podConfig("p")
-			if tc.pod != nil {
-				tc.pod(pod)
-			}
-			podID := n.runPod(t, pod, "")
-			cfg := containerConfig("c")
-			if tc.ctr != nil {
-				tc.ctr(cfg)
-			}
-			id, err := n.create(podID, pod, cfg)
+			_, id, err := n.podWithContainer(t, "", tc.pod, tc.ctr)
 			if tc.refused != "" {
 				require.ErrorIs(t, err, errdefs.ErrInvalidArgument)
 				assert.ErrorContains(t, err, tc.refused)
