@@ -244,13 +244,6 @@ func (c *Cgroup) HasProcesses() bool {
 	return err == nil && len(pids) > 0
 }
 
-// Running reports whether any process is in the cgroup at path; a missing cgroup has
-// none.
-func Running(path string) bool {
-	c, err := Load(path)
-	return err == nil && c.HasProcesses()
-}
-
 // OOMKills is how many processes the kernel's OOM killer ended in this cgroup.
 func (c *Cgroup) OOMKills() int {
 	var file, key string

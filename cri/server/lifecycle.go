@@ -189,7 +189,9 @@ func (s *Server) startFailed(id string, cause error) error {
 }
 
 // exited records a container's exit (next, from observe) and announces it; a container
-// removed or recorded exited meanwhile is left as it is.
+// removed or recorded exited meanwhile is left as it is. The exit is laid over the
+// record as it is now: what a call saved since observe read it (a start, new
+// resources) stays.
 func (s *Server) exited(ctx context.Context, next *containerRecord) {
 	s.life.mu.Lock()
 	cur, err := s.recs.container(next.ID)
@@ -197,7 +199,13 @@ func (s *Server) exited(ctx context.Context, next *containerRecord) {
 		s.life.mu.Unlock()
 		return
 	}
-	err = s.recs.saveContainer(next)
+	updated := *cur
+	updated.State, updated.ExitCode, updated.FinishedAt = containerExited, next.ExitCode, next.FinishedAt
+	updated.Reason, updated.Message = next.Reason, next.Message
+	if updated.StartedAt.IsZero() {
+		updated.StartedAt = next.StartedAt
+	}
+	err = s.recs.saveContainer(&updated)
 	s.life.mu.Unlock()
 	if err != nil {
 		logging.From(ctx).Error("save container record", "container_id", next.ID, "error", err)

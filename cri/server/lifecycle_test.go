@@ -184,3 +184,25 @@ func TestAFailedStartIsAStartError(t *testing.T) {
 	assert.Equal(t, "StartError", st.GetReason())
 	assert.Contains(t, st.GetMessage(), "injected failure")
 }
+
+// TestAnExitKeepsWhatWasSavedMeanwhile: an exit read before an update of the
+// container's resources was saved is laid over the updated record.
+func TestAnExitKeepsWhatWasSavedMeanwhile(t *testing.T) {
+	n := newFakeNode(t, nil)
+	_, id := n.startedContainer(t)
+	n.Engine.Exit(id, 1)
+	c, err := n.srv.recs.container(id)
+	require.NoError(t, err)
+	next, m := n.srv.observe(c) // what the exit watcher reads
+	require.Equal(t, movedExited, m)
+	updated := *c // an UpdateContainerResources saved before the watcher writes
+	updated.Cpuset = "1"
+	require.NoError(t, n.srv.recs.saveContainer(&updated))
+	n.srv.exited(context.Background(), &next)
+	got, err := n.srv.recs.container(id)
+	require.NoError(t, err)
+	assert.Equal(t, containerExited, got.State)
+	assert.Equal(t, int32(1), got.ExitCode)
+	assert.Equal(t, "1", got.Cpuset, "the update is kept")
+	assert.Equal(t, c.StartedAt, got.StartedAt)
+}
