@@ -83,27 +83,36 @@ func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListCon
 }
 
 func (s *Server) containerStats(c *containerRecord) (*runtimeapi.ContainerStats, error) {
+	st, _, err := s.containerUsage(c)
+	return st, err
+}
+
+// containerUsage is a container's CRI stats and the cgroup figures they come from (nil
+// when the container has no cgroup).
+func (s *Server) containerUsage(c *containerRecord) (*runtimeapi.ContainerStats, *cgroups.Stats, error) {
 	now := time.Now()
 	st := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
 		Id: c.ID, Metadata: c.config.GetMetadata(), Labels: c.config.GetLabels(), Annotations: c.config.GetAnnotations(),
 	}}
+	var usage *cgroups.Stats
 	if cg, err := s.cgroups.Load(c.CgroupPath); err == nil {
 		u, err := cg.Stats()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		st.Cpu, st.Memory = cpuMemory(now, u, s.cpu.rate(c.ID, now, u.CPUUsageNs))
 		st.Io = ioUsage(now, u)
+		usage = &u
 	}
-	dir, u, err := s.engine.LayerUsage(c.ID)
+	dir, layer, err := s.engine.LayerUsage(c.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st.WritableLayer = &runtimeapi.FilesystemUsage{
 		Timestamp: now.UnixNano(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: dir},
-		UsedBytes: &runtimeapi.UInt64Value{Value: u.Bytes}, InodesUsed: &runtimeapi.UInt64Value{Value: u.Inodes},
+		UsedBytes: &runtimeapi.UInt64Value{Value: layer.Bytes}, InodesUsed: &runtimeapi.UInt64Value{Value: layer.Inodes},
 	}
-	return st, nil
+	return st, usage, nil
 }
 
 func cpuMemory(now time.Time, u cgroups.Stats, nanoCores uint64) (*runtimeapi.CpuUsage, *runtimeapi.MemoryUsage) {

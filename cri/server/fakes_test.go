@@ -64,6 +64,8 @@ func newFakeNode(t *testing.T, edit func(*config.Config, *Options)) *fakeNode {
 	cfg.CNI.ConfDir = filepath.Join(dir, "cni")
 	// No cgroup.conf: Slurm's defaults, whatever this machine's /etc/slurm holds.
 	cfg.Cgroups.SlurmCgroupConf = filepath.Join(dir, "cgroup.conf")
+	// An empty Enroot configuration: Enroot's defaults, whatever this machine's
+	// /etc/enroot holds.
 	cfg.Enroot.ConfigDir = filepath.Join(dir, "enroot")
 	cfg.GPUs.CDISpecDirs = []string{filepath.Join(dir, "cdi")}
 	host := fake.NewHost(filepath.Join(dir, "images"))

@@ -3,14 +3,12 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 )
@@ -154,11 +152,8 @@ func (s *Server) created(ctx context.Context, rec *containerRecord) error {
 func (s *Server) started(ctx context.Context, id string, at time.Time, byStart bool) error {
 	s.life.mu.Lock()
 	cur, err := s.recs.container(id)
-	if err == nil && cur.State != containerCreated && (!byStart || cur.State == containerRunning) {
-		s.life.mu.Unlock()
-		return nil
-	}
-	if err == nil {
+	moves := err == nil && (cur.State == containerCreated || (byStart && cur.State == containerExited))
+	if moves {
 		updated := *cur
 		if cur.State == containerCreated {
 			updated.State = containerRunning
@@ -167,7 +162,7 @@ func (s *Server) started(ctx context.Context, id string, at time.Time, byStart b
 		err = s.recs.saveContainer(&updated)
 	}
 	s.life.mu.Unlock()
-	if err != nil {
+	if err != nil || !moves {
 		return err
 	}
 	s.emit(ctx, cur.PodID, id, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
@@ -302,9 +297,4 @@ func (s *Server) emit(ctx context.Context, podID, containerID string, t runtimea
 	if n := s.life.events.publish(ev); n > 0 {
 		logging.From(ctx).Warn("container event dropped for slow subscribers", "container_id", containerID, "subscribers", n)
 	}
-}
-
-// errNotRunning is FailedPrecondition for a call that needs a running container.
-func errNotRunning(id string) error {
-	return fmt.Errorf("container %s is not running: %w", id, errdefs.ErrFailedPrecondition)
 }

@@ -50,31 +50,30 @@ func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPo
 func (s *Server) podStats(pod *podRecord) (*runtimeapi.PodSandboxStats, error) {
 	now := time.Now()
 	linux := &runtimeapi.LinuxPodSandboxStats{}
-	var sum cgroups.Stats
+	// The kubelet's pod cgroup, where it has one, holds the pod's limit (the pod's
+	// available memory) and what its exited containers used, as containerd reports;
+	// without one the pod is the sum of its containers.
+	sum, fromPod := s.podCgroupStats(pod)
 	var nanoCores uint64
+	if fromPod {
+		nanoCores = s.cpu.rate(pod.ID, now, sum.CPUUsageNs)
+	}
 	for _, c := range s.recs.containersOf(pod.ID) {
-		st, err := s.containerStats(c)
+		st, u, err := s.containerUsage(c)
 		if err != nil {
 			return nil, err
 		}
 		linux.Containers = append(linux.Containers, st)
-		if cg, err := s.cgroups.Load(c.CgroupPath); err == nil {
-			if u, err := cg.Stats(); err == nil {
-				sum.CPUUsageNs += u.CPUUsageNs
-				sum.MemoryUsage += u.MemoryUsage
-				sum.MemoryWorkingSet += u.MemoryWorkingSet
-				sum.MemoryRSS += u.MemoryRSS
-				sum.PageFaults += u.PageFaults
-				sum.MajorPageFaults += u.MajorPageFaults
-				sum.Pids += u.Pids
-			}
+		if !fromPod && u != nil {
+			sum.CPUUsageNs += u.CPUUsageNs
+			sum.MemoryUsage += u.MemoryUsage
+			sum.MemoryWorkingSet += u.MemoryWorkingSet
+			sum.MemoryRSS += u.MemoryRSS
+			sum.PageFaults += u.PageFaults
+			sum.MajorPageFaults += u.MajorPageFaults
+			sum.Pids += u.Pids
+			nanoCores += st.GetCpu().GetUsageNanoCores().GetValue()
 		}
-		nanoCores += st.GetCpu().GetUsageNanoCores().GetValue()
-	}
-	// The kubelet's pod cgroup, where it has one, holds the pod's limit (the pod's
-	// available memory) and what its exited containers used, as containerd reports.
-	if u, ok := s.podCgroupStats(pod); ok {
-		sum, nanoCores = u, s.cpu.rate(pod.ID, now, u.CPUUsageNs)
 	}
 	linux.Cpu, linux.Memory = cpuMemory(now, sum, nanoCores)
 	linux.Io = ioUsage(now, sum)

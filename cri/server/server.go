@@ -19,6 +19,7 @@ import (
 	"github.com/enroot-cri/enroot-cri/cri/metrics"
 	"github.com/enroot-cri/enroot-cri/cri/network"
 	"github.com/enroot-cri/enroot-cri/enroot/container"
+	"github.com/enroot-cri/enroot-cri/errdefs"
 	"github.com/enroot-cri/enroot-cri/internal/logging"
 	"github.com/enroot-cri/enroot-cri/internal/pidwatch"
 	"github.com/enroot-cri/enroot-cri/internal/sealed"
@@ -111,25 +112,35 @@ func New(cfg config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	} else {
 		log.Info("GPUs", "count", len(s.gpus.GPUs), "bindable", len(s.gpus.Units()), "driver", s.gpus.Driver)
 	}
+	if err := s.hostParts(exe); err != nil {
+		return nil, err
+	}
+	s.metrics = metrics.New()
+	s.metrics.Register(stateCollector{s})
+	return s, nil
+}
+
+// hostParts fills the seams Options left nil with the host's parts.
+func (s *Server) hostParts(exe string) error {
 	if s.engine == nil || s.sandboxes == nil {
 		// Pod holders and monitors run from a sealed copy of the daemon's binary.
 		bin, err := sealed.Copy(exe)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if s.engine == nil {
 			e := &container.Engine{
-				StateDir: filepath.Join(cfg.State, "containers"),
-				RootDir:  filepath.Join(cfg.Root, "containers"),
-				LogDir:   filepath.Join(cfg.State, "monitors"),
+				StateDir: filepath.Join(s.cfg.State, "containers"),
+				RootDir:  filepath.Join(s.cfg.Root, "containers"),
+				LogDir:   filepath.Join(s.cfg.State, "monitors"),
 				Exe:      exe,
 				ShimExe:  container.FindShim(exe),
 				Sealed:   bin,
 			}
 			if e.ShimExe != "" {
-				log.Info("container monitor", "binary", e.ShimExe)
+				s.log.Info("container monitor", "binary", e.ShimExe)
 			} else {
-				log.Warn("no enroot-cri-shim beside the daemon or in /usr/libexec/enroot-cri: containers are monitored by the daemon's own binary, which costs more memory per container")
+				s.log.Warn("no enroot-cri-shim beside the daemon or in /usr/libexec/enroot-cri: containers are monitored by the daemon's own binary, which costs more memory per container")
 			}
 			s.engine = e
 		}
@@ -138,20 +149,18 @@ func New(cfg config.Config, log *slog.Logger, opts Options) (*Server, error) {
 		}
 	}
 	if s.mounts == nil {
-		s.mounts = &container.ImageMounts{Dir: filepath.Join(cfg.State, "images")}
+		s.mounts = &container.ImageMounts{Dir: filepath.Join(s.cfg.State, "images")}
 	}
 	if s.network == nil {
-		s.network = &network.Manager{ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: filepath.Join(cfg.Root, "cni")}
+		s.network = &network.Manager{ConfDir: s.cfg.CNI.ConfDir, BinDirs: s.cfg.CNI.BinDirs, CacheDir: filepath.Join(s.cfg.Root, "cni")}
 	}
 	if s.ledger == nil {
-		s.ledger = &ledger.Ledger{Path: cfg.LedgerPath()}
+		s.ledger = &ledger.Ledger{Path: s.cfg.LedgerPath()}
 	}
 	if s.cgroups == nil {
 		s.cgroups = hostCgroups{}
 	}
-	s.metrics = metrics.New()
-	s.metrics.Register(stateCollector{s})
-	return s, nil
+	return nil
 }
 
 // Ready recovers pods and containers, takes the recovered image store, and lets calls
@@ -187,7 +196,7 @@ func (s *Server) runningContainer(ctx context.Context, id string) (*containerRec
 		return nil, err
 	}
 	if !s.runs(c) {
-		return nil, errNotRunning(c.ID)
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	return c, nil
 }

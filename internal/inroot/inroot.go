@@ -89,12 +89,21 @@ func CreateFile(rootfd int, rel string) (int, error) {
 // and other path-taking calls use it so that they act on exactly that file.
 func ProcPath(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
 
+// openRoot opens the directory at root as the tree's O_PATH descriptor.
+func openRoot(root string) (int, error) {
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", root, err)
+	}
+	return fd, nil
+}
+
 // Resolve resolves rel inside the tree at root as a chroot would (symlinks stay inside
 // it) and returns the host path of what it names, which must exist.
 func Resolve(root, rel string) (string, error) {
-	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rootfd, err := openRoot(root)
 	if err != nil {
-		return "", fmt.Errorf("open %s: %w", root, err)
+		return "", err
 	}
 	defer unix.Close(rootfd)
 	fd, err := OpenPath(rootfd, rel)
@@ -108,9 +117,9 @@ func Resolve(root, rel string) (string, error) {
 // ReadFile reads file rel of the tree at root (a directory path), resolving every
 // component inside the tree.
 func ReadFile(root, rel string) ([]byte, error) {
-	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rootfd, err := openRoot(root)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", root, err)
+		return nil, err
 	}
 	defer unix.Close(rootfd)
 	fd, err := open(rootfd, rel, unix.O_RDONLY)

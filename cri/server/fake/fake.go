@@ -95,7 +95,14 @@ func (e *Engine) IDs() []string {
 func (e *Engine) Exit(id string, code int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if c, ok := e.ctrs[id]; ok && c.state.Exit == nil {
+	if c, ok := e.ctrs[id]; ok {
+		c.exit(code)
+	}
+}
+
+// exit records the container's first exit; its monitor ends with it.
+func (c *engineContainer) exit(code int) {
+	if c.state.Exit == nil {
 		c.state.Exit = &container.Exit{Code: code, FinishedAt: time.Now()}
 		c.state.ShimAlive = false
 	}
@@ -190,14 +197,14 @@ func (e *Engine) WatchShim(_ *pidwatch.Watcher, id string) error {
 // Signal ends a started container with 128+sig; a created one only with SIGKILL.
 func (e *Engine) Signal(id string, sig syscall.Signal) error {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	c, err := e.get(id)
-	e.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	// A created container's init waits for Start: only SIGKILL ends it.
-	if st := e.State(c.cfg.ID); st.Exit == nil && (!st.StartedAt.IsZero() || sig == syscall.SIGKILL) {
-		e.Exit(id, 128+int(sig))
+	if !c.state.StartedAt.IsZero() || sig == syscall.SIGKILL {
+		c.exit(128 + int(sig))
 	}
 	return nil
 }
